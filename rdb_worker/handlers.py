@@ -1,0 +1,199 @@
+"""What each kind of batch does to the database, given an open transaction.
+
+Handlers know nothing of AMQP or of wire encoding: they take decoded requests and a
+SQLAlchemy connection inside the batch's transaction, and return results aligned with
+the requests. The dispatcher owns the transaction, so a batch commits or rolls back
+whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from rdb_client.exceptions import (
+    ColumnNotWritableError,
+    InvalidRequestError,
+    RDBException,
+    UnknownColumnError,
+    UnknownHostError,
+    WrongTypeError,
+)
+from rdb_client.requests import AcquireHostRequest, HostRequest, ReleaseHostsRequest, UpdateHostRequest
+from rdb_worker import allocation, queries
+from schema.tables import afe_hosts
+
+log = logging.getLogger(__name__)
+
+# Rounds of re-planning when another worker leased some of our picks first.
+LEASE_ROUNDS = 4
+DEFAULT_RELEASE_GRACE_S = 60.0
+
+
+def _check_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
+
+
+def _check_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_str(max_len: int | None) -> Any:
+    return lambda value: isinstance(value, str) and (max_len is None or len(value) <= max_len)
+
+
+def _check_datetime(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+# column -> (nullable, type check, type name for errors). ``id`` and the lease columns
+# are deliberately absent: leases change only through acquire and release.
+WRITABLE_COLUMNS: dict[str, tuple[bool, Any, str]] = {
+    "hostname": (True, _check_str(255), "string of at most 255 characters"),
+    "locked": (False, _check_bool, "bool"),
+    "synch_id": (True, _check_int, "int"),
+    "status": (True, _check_str(255), "string of at most 255 characters"),
+    "invalid": (False, _check_bool, "bool"),
+    "protection": (False, _check_int, "int"),
+    "locked_by_id": (True, _check_int, "int"),
+    "lock_time": (True, _check_datetime, "ISO datetime string"),
+    "dirty": (False, _check_bool, "bool"),
+    "lock_reason": (True, _check_str(65535), "string"),
+}
+KNOWN_COLUMNS = frozenset(c.name for c in afe_hosts.columns)
+
+
+@dataclass
+class AcquireStats:
+    requested: int = 0
+    leased: int = 0
+    unsatisfied: int = 0
+    rounds: int = 0
+    lost_races: int = 0
+
+
+@dataclass
+class Handlers:
+    """The per-kind logic, configured once per worker."""
+
+    release_grace_s: float = DEFAULT_RELEASE_GRACE_S
+    last_stats: dict[str, Any] = field(default_factory=dict)
+
+    # --- reads ---------------------------------------------------------------------
+    def get_hosts(self, conn: Connection, batch_id: str, requests: Sequence[HostRequest]) -> list[Any]:
+        infos = queries.host_infos(conn, (r.host_id for r in requests))
+        self.last_stats = {"found": sum(r.host_id in infos for r in requests)}
+        return [infos.get(r.host_id) for r in requests]
+
+    # --- acquisitions --------------------------------------------------------------
+    def acquire_hosts(
+        self, conn: Connection, batch_id: str, requests: Sequence[AcquireHostRequest]
+    ) -> list[Any]:
+        stats = AcquireStats(requested=len(requests))
+        label_ids: set[int] = set()
+        acl_ids: set[int] = set()
+        pinned_ids: set[int] = set()
+        for r in requests:
+            if r.host_id is not None:
+                pinned_ids.add(r.host_id)
+            else:
+                label_ids |= r.deps | r.preferred_deps
+                acl_ids |= r.acls
+        pinned = queries.load_pinned(conn, pinned_ids)
+
+        assigned: list[int | None] = [None] * len(requests)
+        held: set[int] = set()  # leased by this batch so far
+        lost: set[int] = set()  # picked, but another transaction got there first
+        open_indices = list(range(len(requests)))
+        for _round in range(LEASE_ROUNDS):
+            stats.rounds += 1
+            todo = [requests[i] for i in open_indices]
+            candidates = queries.load_candidates(conn, label_ids, acl_ids) if label_ids or acl_ids else allocation.Candidates(set())
+            candidates.available -= lost | held
+            picks = allocation.plan(todo, candidates, pinned, taken=set(held | lost))
+            want_pinned = {p for p, r in zip(picks, todo) if p is not None and r.is_validation}
+            want_free = {p for p, r in zip(picks, todo) if p is not None and not r.is_validation}
+            got = queries.lease(conn, want_pinned, batch_id, pinned=True)
+            got |= queries.lease(conn, want_free, batch_id, pinned=False)
+            held |= got
+            round_lost = (want_pinned | want_free) - got
+            lost |= round_lost
+            still_open = []
+            for index, pick in zip(open_indices, picks):
+                if pick is not None and pick in got:
+                    assigned[index] = pick
+                elif pick is not None:
+                    still_open.append(index)  # lost a race: try again with a fresh view
+            stats.lost_races += len(round_lost)
+            open_indices = still_open
+            if not open_indices:
+                break
+            # Pinned hosts that were lost are gone for good; only re-plan the others.
+            open_indices = [i for i in open_indices if not requests[i].is_validation]
+            if not open_indices:
+                break
+        infos = queries.host_infos(conn, held)
+        stats.leased = len(held)
+        stats.unsatisfied = sum(a is None for a in assigned)
+        if stats.unsatisfied:
+            log.info("batch %s: %d of %d acquisitions unsatisfied", batch_id, stats.unsatisfied, len(requests))
+        self.last_stats = stats.__dict__.copy()
+        return [infos[a] if a is not None else None for a in assigned]
+
+    # --- updates -------------------------------------------------------------------
+    def _validate_update(self, request: Any, existing: set[int]) -> RDBException | None:
+        if isinstance(request, InvalidRequestError):
+            return request
+        assert isinstance(request, UpdateHostRequest)
+        for column, value in request.payload.items():
+            if column not in KNOWN_COLUMNS:
+                return UnknownColumnError(f"afe_hosts has no column {column!r}")
+            if column not in WRITABLE_COLUMNS:
+                return ColumnNotWritableError(
+                    f"column {column!r} may not be written through the rdb; writable: {sorted(WRITABLE_COLUMNS)}"
+                )
+            nullable, check, type_name = WRITABLE_COLUMNS[column]
+            if value is None:
+                if not nullable:
+                    return WrongTypeError(f"column {column!r} may not be NULL")
+            elif not check(value):
+                return WrongTypeError(f"column {column!r} takes a {type_name}, got {type(value).__name__} {value!r}")
+        if request.host_id not in existing:
+            return UnknownHostError(f"no host with id {request.host_id}")
+        return None
+
+    def update_hosts(self, conn: Connection, batch_id: str, requests: Sequence[Any]) -> list[Any]:
+        existing = queries.existing_host_ids(
+            conn, {r.host_id for r in requests if isinstance(r, UpdateHostRequest)}
+        )
+        errors = [self._validate_update(r, existing) for r in requests]
+        merged: dict[int, dict[str, Any]] = {}
+        for request, error in zip(requests, errors):
+            if error is None:
+                merged.setdefault(request.host_id, {}).update(request.payload)
+        by_payload: dict[frozenset[tuple[str, Any]], list[int]] = {}
+        for host_id, payload in merged.items():
+            by_payload.setdefault(frozenset(payload.items()), []).append(host_id)
+        for payload_items, host_ids in by_payload.items():
+            queries.update_hosts(conn, host_ids, dict(payload_items))
+        self.last_stats = {"updated_hosts": len(merged), "statements": len(by_payload), "errors": sum(e is not None for e in errors)}
+        return [e.to_wire() if e is not None else None for e in errors]
+
+    # --- releases ------------------------------------------------------------------
+    def release_hosts(self, conn: Connection, batch_id: str, requests: Sequence[ReleaseHostsRequest]) -> list[Any]:
+        (request,) = requests
+        grace_s = self.release_grace_s if request.grace_s is None else request.grace_s
+        released = queries.release(conn, grace_s)
+        self.last_stats = {"released": len(released)}
+        return [released]

@@ -1,0 +1,230 @@
+"""Every SQL statement the worker runs, and the only place that takes row locks.
+
+Two statements change leases, and both re-check the host's state in the same
+statement that locks it, so a decision made on an earlier plain read can never lease a
+host someone else took, or that the frontend locked, in between:
+- ``lease``: a compare-and-set ``UPDATE ... WHERE leased = 0 AND ...`` with a rowcount
+  check (MariaDB has no UPDATE ... RETURNING);
+- ``release``: a locking read of afe_hosts alone (``FOR UPDATE SKIP LOCKED``; a locking
+  read over a join would lock label and HQE rows too), then an UPDATE of what it locked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, exists, func, literal_column, or_, select, text, update
+
+from rdb_worker.allocation import Candidates, PinnedHost
+from schema.tables import (
+    afe_acl_groups_hosts,
+    afe_host_queue_entries,
+    afe_hosts,
+    afe_hosts_labels,
+    afe_labels,
+    afe_special_tasks,
+    rdb_batches,
+)
+
+h = afe_hosts
+READY = or_(h.c.status.is_(None), h.c.status == "Ready")
+ACQUIRABLE = and_(h.c.leased == 0, h.c.locked == 0, h.c.invalid == 0, READY)
+NOW = func.now(6)
+
+
+def load_candidates(conn: Connection, label_ids: Collection[int], acl_ids: Collection[int]) -> Candidates:
+    """The acquirable hosts, with only the labels and acls this batch asks about."""
+    available = set(conn.execute(select(h.c.id).where(ACQUIRABLE)).scalars())
+    candidates = Candidates(available=available)
+    if label_ids:
+        rows = conn.execute(
+            select(afe_hosts_labels.c.label_id, afe_hosts_labels.c.host_id).where(
+                afe_hosts_labels.c.label_id.in_(sorted(label_ids))
+            )
+        )
+        for label_id, host_id in rows:
+            if host_id in available:
+                candidates.label_hosts.setdefault(label_id, set()).add(host_id)
+    if acl_ids:
+        rows = conn.execute(
+            select(afe_acl_groups_hosts.c.aclgroup_id, afe_acl_groups_hosts.c.host_id).where(
+                afe_acl_groups_hosts.c.aclgroup_id.in_(sorted(acl_ids))
+            )
+        )
+        for acl_id, host_id in rows:
+            if host_id in available:
+                candidates.acl_hosts.setdefault(acl_id, set()).add(host_id)
+    return candidates
+
+
+def load_pinned(conn: Connection, host_ids: Collection[int]) -> dict[int, PinnedHost]:
+    """State, labels and acls of hosts that validation requests name."""
+    if not host_ids:
+        return {}
+    ids = sorted(host_ids)
+    labels: dict[int, set[int]] = {}
+    for host_id, label_id in conn.execute(
+        select(afe_hosts_labels.c.host_id, afe_hosts_labels.c.label_id).where(afe_hosts_labels.c.host_id.in_(ids))
+    ):
+        labels.setdefault(host_id, set()).add(label_id)
+    acls: dict[int, set[int]] = {}
+    for host_id, acl_id in conn.execute(
+        select(afe_acl_groups_hosts.c.host_id, afe_acl_groups_hosts.c.aclgroup_id).where(
+            afe_acl_groups_hosts.c.host_id.in_(ids)
+        )
+    ):
+        acls.setdefault(host_id, set()).add(acl_id)
+    pinned = {}
+    for row in conn.execute(select(h.c.id, h.c.leased, h.c.locked, h.c.invalid).where(h.c.id.in_(ids))):
+        pinned[row.id] = PinnedHost(
+            id=row.id,
+            leased=bool(row.leased),
+            # NULL locked/invalid: unknown; treat as the unsafe answer.
+            locked=row.locked is None or bool(row.locked),
+            invalid=bool(row.invalid),
+            labels=frozenset(labels.get(row.id, ())),
+            acls=frozenset(acls.get(row.id, ())),
+        )
+    return pinned
+
+
+def lease(conn: Connection, host_ids: Collection[int], batch_id: str, *, pinned: bool) -> set[int]:
+    """Compare-and-set lease: returns the subset of ``host_ids`` this call leased.
+
+    Pinned (validation) hosts skip the invalid/status checks, as validation does; every
+    other host must still be acquirable at the moment its row is locked.
+    """
+    if not host_ids:
+        return set()
+    ids = sorted(host_ids)
+    still_free = and_(h.c.leased == 0, h.c.locked == 0) if pinned else ACQUIRABLE
+    result = conn.execute(
+        update(h)
+        .where(h.c.id.in_(ids), still_free)
+        .values(leased=1, leased_by=batch_id, leased_at=NOW)
+    )
+    if result.rowcount == len(ids):
+        return set(ids)
+    return set(conn.execute(select(h.c.id).where(h.c.id.in_(ids), h.c.leased_by == batch_id)).scalars())
+
+
+def host_infos(conn: Connection, host_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """What a client gets for a host: its row, its label names and platform, its acl ids."""
+    ids = sorted(set(host_ids))
+    if not ids:
+        return {}
+    infos: dict[int, dict[str, Any]] = {}
+    for row in conn.execute(
+        select(
+            h.c.id, h.c.hostname, h.c.status, h.c.locked, h.c.leased, h.c.invalid,
+            h.c.protection, h.c.dirty, h.c.lock_reason,
+        ).where(h.c.id.in_(ids))
+    ):
+        infos[row.id] = {
+            "id": row.id,
+            "hostname": row.hostname,
+            "status": row.status,
+            "locked": bool(row.locked),
+            "leased": bool(row.leased),
+            "invalid": bool(row.invalid),
+            "protection": row.protection,
+            "dirty": bool(row.dirty),
+            "lock_reason": row.lock_reason,
+            "labels": [],
+            "acls": [],
+            "platform": None,
+        }
+    for host_id, name, platform in conn.execute(
+        select(afe_hosts_labels.c.host_id, afe_labels.c.name, afe_labels.c.platform)
+        .join(afe_labels, afe_labels.c.id == afe_hosts_labels.c.label_id)
+        .where(afe_hosts_labels.c.host_id.in_(ids))
+        .order_by(afe_hosts_labels.c.host_id, afe_labels.c.name)
+    ):
+        info = infos.get(host_id)
+        if info is not None:
+            info["labels"].append(name)
+            if platform:
+                info["platform"] = name
+    for host_id, acl_id in conn.execute(
+        select(afe_acl_groups_hosts.c.host_id, afe_acl_groups_hosts.c.aclgroup_id)
+        .where(afe_acl_groups_hosts.c.host_id.in_(ids))
+        .order_by(afe_acl_groups_hosts.c.host_id, afe_acl_groups_hosts.c.aclgroup_id)
+    ):
+        info = infos.get(host_id)
+        if info is not None:
+            info["acls"].append(acl_id)
+    return infos
+
+
+def existing_host_ids(conn: Connection, host_ids: Collection[int]) -> set[int]:
+    if not host_ids:
+        return set()
+    return set(conn.execute(select(h.c.id).where(h.c.id.in_(sorted(host_ids)))).scalars())
+
+
+def update_hosts(conn: Connection, host_ids: Collection[int], payload: Mapping[str, Any]) -> None:
+    conn.execute(update(h).where(h.c.id.in_(sorted(host_ids))).values(**payload))
+
+
+def _idle_lease_conditions(grace_s: float) -> list[Any]:
+    old_enough = or_(
+        h.c.leased_at.is_(None),
+        h.c.leased_at < func.timestampadd(literal_column("MICROSECOND"), -int(grace_s * 1_000_000), NOW),
+    )
+    return [h.c.leased == 1, h.c.locked == 0, READY, old_enough]
+
+
+def release(conn: Connection, grace_s: float) -> list[int]:
+    """Free idle leased hosts older than the grace period; return their ids ascending."""
+    q, t = afe_host_queue_entries, afe_special_tasks
+    active_hqe = exists().where(q.c.host_id == h.c.id, q.c.active == 1)
+    pending_task = exists().where(t.c.host_id == h.c.id, t.c.is_complete == 0)
+    conditions = _idle_lease_conditions(grace_s)
+    candidate_ids = list(
+        conn.execute(select(h.c.id).where(*conditions, ~active_hqe, ~pending_task)).scalars()
+    )
+    if not candidate_ids:
+        return []
+    locked_ids = list(
+        conn.execute(
+            select(h.c.id)
+            .where(h.c.id.in_(candidate_ids), *conditions)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if not locked_ids:
+        return []
+    # Rows are ours now; re-check what lives in other tables before freeing them.
+    busy = set(
+        conn.execute(
+            select(q.c.host_id).where(q.c.host_id.in_(locked_ids), q.c.active == 1)
+        ).scalars()
+    ) | set(
+        conn.execute(
+            select(t.c.host_id).where(t.c.host_id.in_(locked_ids), t.c.is_complete == 0)
+        ).scalars()
+    )
+    free_ids = sorted(set(locked_ids) - busy)
+    if free_ids:
+        conn.execute(update(h).where(h.c.id.in_(free_ids)).values(leased=0, leased_by=None, leased_at=None))
+    return free_ids
+
+
+def stored_reply(conn: Connection, batch_id: str) -> bytes | None:
+    return conn.execute(select(rdb_batches.c.reply).where(rdb_batches.c.batch_id == batch_id)).scalar()
+
+
+def store_reply(conn: Connection, batch_id: str, kind: str, reply: bytes) -> None:
+    conn.execute(rdb_batches.insert().values(batch_id=batch_id, kind=kind, reply=reply, created_at=NOW))
+
+
+def prune_replies(conn: Connection, retention_s: float, limit: int = 10_000) -> int:
+    cutoff = func.timestampadd(literal_column("SECOND"), -int(retention_s), NOW)
+    result = conn.execute(
+        text("DELETE FROM rdb_batches WHERE created_at < :cutoff LIMIT :limit").bindparams(
+            bindparam("cutoff"), bindparam("limit")
+        ),
+        {"cutoff": conn.execute(select(cutoff)).scalar(), "limit": limit},
+    )
+    return result.rowcount

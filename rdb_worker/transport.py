@@ -1,0 +1,230 @@
+"""The worker's side of RabbitMQ: topology, consuming, replying, acking.
+
+The only module of rdb_worker that imports pika. Its connection belongs to the thread
+that calls ``run_io`` (pika's BlockingConnection is not thread-safe and only heartbeats
+inside its own I/O loop); the batch thread hands replies and acks back through
+``add_callback_threadsafe``, so a long transaction never starves the heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import Basic, BasicProperties
+
+from rdb_client.exceptions import TransportError
+from rdb_client.protocol import CONTENT_TYPE, BrokerNames
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DELIVERY_LIMIT = 5
+DEFAULT_PREFETCH_COUNT = 1
+HEARTBEAT_S = 30
+IO_TICK_S = 0.1
+SENT_AT_HEADER = "x-rdb-sent-at"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One received batch message, with what the worker needs to judge and answer it."""
+
+    body: bytes
+    delivery_tag: int
+    reply_to: str | None
+    correlation_id: str | None
+    message_id: str | None
+    redelivered: bool
+    delivery_count: int
+    sent_at_s: float | None
+    expiration_ms: int | None
+    connection_epoch: int
+
+    def expired(self, now_s: float | None = None) -> bool:
+        """True when the sender's deadline has passed (the queue's TTL only drops heads)."""
+        if self.sent_at_s is None or self.expiration_ms is None:
+            return False
+        return (now_s if now_s is not None else time.time()) > self.sent_at_s + self.expiration_ms / 1000.0
+
+
+def queue_arguments(names: BrokerNames, delivery_limit: int) -> dict[str, Any]:
+    """The request queue's final shape: RabbitMQ refuses to change it after the first declare."""
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": names.dead_letter_exchange,
+        "x-dead-letter-routing-key": names.dead_letter_queue,
+        "x-delivery-limit": delivery_limit,
+    }
+
+
+def declare_topology(channel: BlockingChannel, names: BrokerNames, delivery_limit: int) -> None:
+    """Declare every broker object a queue name needs; idempotent for the same arguments."""
+    channel.exchange_declare(names.dead_letter_exchange, exchange_type="direct", durable=True)
+    channel.queue_declare(names.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_bind(names.dead_letter_queue, names.dead_letter_exchange, routing_key=names.dead_letter_queue)
+    channel.exchange_declare(names.exchange, exchange_type="direct", durable=True)
+    channel.queue_declare(names.queue, durable=True, arguments=queue_arguments(names, delivery_limit))
+    channel.queue_bind(names.queue, names.exchange, routing_key=names.routing_key)
+
+
+def url_parameters(urls: str | Sequence[str]) -> list[pika.URLParameters]:
+    if isinstance(urls, str):
+        urls = [u for u in urls.split(",") if u.strip()]
+    params = []
+    for url in urls:
+        p = pika.URLParameters(url.strip())
+        p.heartbeat = HEARTBEAT_S
+        p.blocked_connection_timeout = 30
+        p.connection_attempts = 1
+        p.socket_timeout = 5
+        params.append(p)
+    return params
+
+
+def mask_url(url: str) -> str:
+    """A URL fit for a log line: the password replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, at, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+class Consumer:
+    """One connection, one channel, consuming the request queue."""
+
+    def __init__(
+        self,
+        amqp_url: str | Sequence[str],
+        names: BrokerNames,
+        *,
+        prefetch_count: int = DEFAULT_PREFETCH_COUNT,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+    ) -> None:
+        self.params = url_parameters(amqp_url)
+        self.names = names
+        self.prefetch_count = prefetch_count
+        self.delivery_limit = delivery_limit
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._consumer_tag: str | None = None
+        self.epoch = 0  # bumped per connection: acks never cross into a new connection
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and self._connection.is_open
+
+    def connect(self) -> None:
+        try:
+            self._connection = pika.BlockingConnection(self.params)
+            self._channel = self._connection.channel()
+            declare_topology(self._channel, self.names, self.delivery_limit)
+            self._channel.basic_qos(prefetch_count=self.prefetch_count)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self.close()
+            raise TransportError(
+                f"broker refused the topology of queue {self.names.queue!r}: {exc.reply_text} "
+                "(a queue's arguments can't change after it is declared: delete it or pick another name)"
+            ) from exc
+        except pika.exceptions.AMQPError as exc:
+            self.close()
+            raise TransportError(f"cannot connect to the broker: {exc!r}") from exc
+        self.epoch += 1
+
+    def start_consuming(self, on_delivery: Callable[[Delivery], None]) -> None:
+        assert self._channel is not None
+        epoch = self.epoch
+
+        def callback(_ch: BlockingChannel, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
+            headers = props.headers or {}
+            sent_at = headers.get(SENT_AT_HEADER)
+            try:
+                expiration_ms = int(props.expiration) if props.expiration else None
+            except ValueError:
+                expiration_ms = None
+            on_delivery(
+                Delivery(
+                    body=body,
+                    delivery_tag=method.delivery_tag,
+                    reply_to=props.reply_to,
+                    correlation_id=props.correlation_id,
+                    message_id=props.message_id,
+                    redelivered=bool(method.redelivered),
+                    delivery_count=int(headers.get("x-delivery-count", 0) or 0),
+                    sent_at_s=float(sent_at) if isinstance(sent_at, (int, float)) else None,
+                    expiration_ms=expiration_ms,
+                    connection_epoch=epoch,
+                )
+            )
+
+        self._consumer_tag = self._channel.basic_consume(self.names.queue, callback, auto_ack=False)
+
+    def stop_consuming(self) -> None:
+        """No new deliveries; those already received are still answered."""
+        if self._channel is not None and self._channel.is_open and self._consumer_tag:
+            try:
+                self._channel.basic_cancel(self._consumer_tag)
+            except pika.exceptions.AMQPError:
+                pass
+            self._consumer_tag = None
+
+    def process_events(self, time_limit_s: float = IO_TICK_S) -> None:
+        assert self._connection is not None
+        try:
+            self._connection.process_data_events(time_limit=time_limit_s)
+        except pika.exceptions.AMQPError as exc:
+            raise TransportError(f"lost the broker connection: {exc!r}") from exc
+
+    def call_threadsafe(self, fn: Callable[[], None]) -> bool:
+        """Run ``fn`` on the I/O thread; False when the connection is gone."""
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            return False
+        try:
+            connection.add_callback_threadsafe(fn)
+        except Exception:  # noqa: BLE001 - closed underneath us: the message will be redelivered
+            return False
+        return True
+
+    # The methods below run on the I/O thread only.
+    def finish(self, delivery: Delivery, reply: bytes | None) -> None:
+        """Publish the reply (if anyone asked for one) and then ack: at-least-once."""
+        if delivery.connection_epoch != self.epoch or self._channel is None or not self._channel.is_open:
+            log.info("dropping ack of delivery %s from a closed connection; it will be redelivered", delivery.delivery_tag)
+            return
+        if reply is not None and delivery.reply_to:
+            self._channel.basic_publish(
+                exchange="",
+                routing_key=delivery.reply_to,
+                body=reply,
+                properties=BasicProperties(
+                    correlation_id=delivery.correlation_id,
+                    content_type=CONTENT_TYPE,
+                    delivery_mode=1,
+                ),
+            )
+        self._channel.basic_ack(delivery.delivery_tag)
+
+    def reject(self, delivery: Delivery, *, requeue: bool) -> None:
+        """Refuse a delivery; without requeue it goes to the dead-letter queue."""
+        if delivery.connection_epoch != self.epoch or self._channel is None or not self._channel.is_open:
+            return
+        self._channel.basic_reject(delivery.delivery_tag, requeue=requeue)
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it's gone either way
+                pass
+
+
