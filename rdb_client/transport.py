@@ -23,7 +23,7 @@ from rdb_client.protocol import CONTENT_TYPE, BrokerNames
 
 log = logging.getLogger(__name__)
 
-SENT_AT_HEADER = "x-rdb-sent-at"
+SENT_AT_HEADER = "x-rdb-sent-at-ms"
 HEARTBEAT_S = 30
 CONNECT_ATTEMPTS = 3
 CONNECT_BACKOFF_S = 0.5
@@ -101,7 +101,7 @@ class ClientTransport:
                     expiration=str(remaining_ms),
                     delivery_mode=2,
                     timestamp=int(time.time()),
-                    headers={SENT_AT_HEADER: time.time()},
+                    headers={SENT_AT_HEADER: int(time.time() * 1000)},
                 ),
                 mandatory=True,
             )

@@ -29,7 +29,7 @@ DEFAULT_DELIVERY_LIMIT = 5
 DEFAULT_PREFETCH_COUNT = 1
 HEARTBEAT_S = 30
 IO_TICK_S = 0.1
-SENT_AT_HEADER = "x-rdb-sent-at"
+SENT_AT_HEADER = "x-rdb-sent-at-ms"
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ class Consumer:
                     message_id=props.message_id,
                     redelivered=bool(method.redelivered),
                     delivery_count=int(headers.get("x-delivery-count", 0) or 0),
-                    sent_at_s=float(sent_at) if isinstance(sent_at, (int, float)) else None,
+                    sent_at_s=sent_at / 1000.0 if isinstance(sent_at, int) else None,
                     expiration_ms=expiration_ms,
                     connection_epoch=epoch,
                 )

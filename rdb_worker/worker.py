@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
+import queue as queue_mod
 import socket
 import threading
 import time
@@ -77,7 +77,7 @@ class Worker:
         self.batches_done = 0
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._work: queue.Queue[Delivery | None] = queue.Queue()
+        self._work: queue_mod.Queue[Delivery | None] = queue_mod.Queue()
         self._in_flight = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
