@@ -37,6 +37,7 @@ afe_users = Table(
     Column("reboot_after", SmallInteger, nullable=False),
     Column("show_experimental", BOOL, nullable=False, server_default=text("0")),
     Column("drone_set_id", Integer),
+    Index("afe_users_drone_set_ibfk", "drone_set_id"),
     mysql_engine="InnoDB",
 )
 
