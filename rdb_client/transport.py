@@ -29,13 +29,22 @@ CONNECT_ATTEMPTS = 3
 CONNECT_BACKOFF_S = 0.5
 
 
+class _ConnectionLost(Exception):
+    """Internal: the connection dropped mid-call; the call may be retried."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
 def _parameters(urls: str | Sequence[str]) -> list[pika.URLParameters]:
     if isinstance(urls, str):
         urls = [u for u in urls.split(",") if u.strip()]
     params = []
     for url in urls:
         p = pika.URLParameters(url.strip())
-        p.heartbeat = HEARTBEAT_S
+        if "heartbeat=" not in url:
+            p.heartbeat = HEARTBEAT_S
         p.connection_attempts = 1
         p.socket_timeout = 5
         p.blocked_connection_timeout = 30
@@ -81,10 +90,37 @@ class ClientTransport:
             log.warning("dropping a reply for correlation id %s: no call is waiting for it", props.correlation_id)
 
     def call(self, body: bytes, correlation_id: str, timeout_s: float) -> bytes:
-        """Publish one batch and wait for its reply, for at most ``timeout_s``."""
+        """Publish one batch and wait for its reply, for at most ``timeout_s``.
+
+        If the broker connection drops, the same batch (same id) is published again on a
+        new connection until the deadline: the worker stores each batch's reply with its
+        effects, so a batch that already ran is answered from there, not run twice.
+        """
         deadline = time.monotonic() + timeout_s
-        if self._channel is None or self._connection is None or not self._connection.is_open:
-            self._connect()
+        backoff_s = CONNECT_BACKOFF_S
+        last_error: Exception | None = None
+        while True:
+            try:
+                return self._call_once(body, correlation_id, deadline, timeout_s)
+            except _ConnectionLost as lost:
+                last_error = lost.cause
+                self.close()
+                if time.monotonic() + backoff_s >= deadline:
+                    raise TransportError(
+                        f"lost the broker during batch {correlation_id} and could not get it answered "
+                        f"within {timeout_s:.1f} s: {last_error!r}"
+                    ) from last_error
+                log.warning("batch %s: broker connection lost (%r); retrying in %.1f s",
+                            correlation_id, last_error, backoff_s)
+                time.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+
+    def _call_once(self, body: bytes, correlation_id: str, deadline: float, timeout_s: float) -> bytes:
+        try:
+            if self._channel is None or self._connection is None or not self._connection.is_open:
+                self._connect()
+        except TransportError as exc:
+            raise _ConnectionLost(exc) from exc
         assert self._channel is not None and self._connection is not None
         remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
         self._waiting = correlation_id
@@ -116,8 +152,7 @@ class ClientTransport:
             raise TransportError(f"the broker refused batch {correlation_id} (nack)") from None
         except pika.exceptions.AMQPError as exc:
             self._waiting = None
-            self.close()
-            raise TransportError(f"lost the broker while publishing batch {correlation_id}: {exc!r}") from exc
+            raise _ConnectionLost(exc) from exc
         try:
             while correlation_id not in self._replies:
                 remaining = deadline - time.monotonic()
@@ -129,11 +164,7 @@ class ClientTransport:
                 self._connection.process_data_events(time_limit=min(remaining, 0.25))
             return self._replies.pop(correlation_id)
         except pika.exceptions.AMQPError as exc:
-            self.close()
-            raise TransportError(
-                f"lost the broker while waiting for batch {correlation_id}: {exc!r}; "
-                "the batch may or may not have run"
-            ) from exc
+            raise _ConnectionLost(exc) from exc
         finally:
             self._waiting = None
             self._replies.clear()

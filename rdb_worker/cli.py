@@ -20,6 +20,7 @@ from types import FrameType
 from rdb_client.exceptions import RDBException
 from rdb_client.protocol import DEFAULT_MAX_REQUESTS, DEFAULT_QUEUE
 from rdb_worker.handlers import DEFAULT_RELEASE_GRACE_S
+from rdb_worker.housekeeping import DEFAULT_RELEASE_INTERVAL_S, DEFAULT_REPLY_RETENTION_S
 from rdb_worker.transport import DEFAULT_DELIVERY_LIMIT, DEFAULT_PREFETCH_COUNT
 
 log = logging.getLogger("rdb_worker")
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="deliveries before a batch is dead-lettered (fixed at the queue's first declare)")
     p.add_argument("--release-grace-s", type=float, default=DEFAULT_RELEASE_GRACE_S,
                    help="leases younger than this are never released (default 60)")
+    p.add_argument("--release-interval-s", type=float, default=DEFAULT_RELEASE_INTERVAL_S,
+                   help="how often the pool releases idle hosts (one worker at a time); 0 disables")
+    p.add_argument("--reply-retention-s", type=float, default=DEFAULT_REPLY_RETENTION_S,
+                   help="how long stored replies answer redelivered batches")
     p.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS, help="largest batch accepted")
     p.add_argument("--log-level", default=os.environ.get("RDB_LOG_LEVEL", "INFO"))
     return p
@@ -86,6 +91,8 @@ def run_one(args: argparse.Namespace, amqp_url: str, db_url: str) -> int:
         delivery_limit=args.delivery_limit,
         release_grace_s=args.release_grace_s,
         max_requests=args.max_requests,
+        release_interval_s=args.release_interval_s,
+        reply_retention_s=args.reply_retention_s,
     )
     signals_seen = 0
 
@@ -113,6 +120,8 @@ def supervise(args: argparse.Namespace, amqp_url: str, db_url: str) -> int:
     child_argv = [sys.executable, "-m", "rdb_worker.cli", "--processes", "1", "--queue", args.queue,
                   "--prefetch", str(args.prefetch), "--delivery-limit", str(args.delivery_limit),
                   "--release-grace-s", str(args.release_grace_s), "--max-requests", str(args.max_requests),
+                  "--release-interval-s", str(args.release_interval_s),
+                  "--reply-retention-s", str(args.reply_retention_s),
                   "--log-level", args.log_level]
     env = {**os.environ, "RDB_AMQP_URL": amqp_url, "RDB_DB_URL": db_url}
     children: list[subprocess.Popen[bytes] | None] = [None] * args.processes

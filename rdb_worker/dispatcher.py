@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine
 
 from rdb_client import protocol
 from rdb_client.exceptions import BatchError, DatabaseUnavailableError, RDBException, WorkerError
-from rdb_worker import queries
+from rdb_worker import failpoints, queries
 from rdb_worker.db import run_transaction
 from rdb_worker.handlers import Handlers
 
@@ -102,6 +102,8 @@ class Dispatcher:
             )
             if writes:
                 queries.store_reply(conn, batch.batch_id, batch.kind, reply)
+            failpoints.hit("before_commit")
+            failpoints.hit("slow_batch")
             return reply
 
         def count_retry(_attempt: int, _exc: BaseException) -> None:

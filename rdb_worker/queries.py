@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, literal_column, or_, select, text, update
+from sqlalchemy import Connection, and_, exists, func, literal_column, or_, select, text, update
 
 from rdb_worker.allocation import Candidates, PinnedHost
 from schema.tables import (
@@ -220,11 +220,9 @@ def store_reply(conn: Connection, batch_id: str, kind: str, reply: bytes) -> Non
 
 
 def prune_replies(conn: Connection, retention_s: float, limit: int = 10_000) -> int:
-    cutoff = func.timestampadd(literal_column("SECOND"), -int(retention_s), NOW)
+    """Delete at most ``limit`` stored replies older than the retention: bounded work per cycle."""
     result = conn.execute(
-        text("DELETE FROM rdb_batches WHERE created_at < :cutoff LIMIT :limit").bindparams(
-            bindparam("cutoff"), bindparam("limit")
-        ),
-        {"cutoff": conn.execute(select(cutoff)).scalar(), "limit": limit},
+        text("DELETE FROM rdb_batches WHERE created_at < NOW(6) - INTERVAL :retention_s SECOND LIMIT :limit"),
+        {"retention_s": int(retention_s), "limit": limit},
     )
     return result.rowcount

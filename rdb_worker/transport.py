@@ -22,6 +22,7 @@ from pika.spec import Basic, BasicProperties
 
 from rdb_client.exceptions import TransportError
 from rdb_client.protocol import CONTENT_TYPE, BrokerNames
+from rdb_worker import failpoints
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ def url_parameters(urls: str | Sequence[str]) -> list[pika.URLParameters]:
     params = []
     for url in urls:
         p = pika.URLParameters(url.strip())
-        p.heartbeat = HEARTBEAT_S
+        if "heartbeat=" not in url:
+            p.heartbeat = HEARTBEAT_S
         p.blocked_connection_timeout = 30
         p.connection_attempts = 1
         p.socket_timeout = 5
@@ -211,6 +213,7 @@ class Consumer:
                     delivery_mode=1,
                 ),
             )
+        failpoints.hit("after_reply")
         self._channel.basic_ack(delivery.delivery_tag)
 
     def reject(self, delivery: Delivery, *, requeue: bool) -> None:

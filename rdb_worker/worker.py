@@ -18,9 +18,11 @@ from collections.abc import Sequence
 
 from rdb_client.exceptions import RDBException, TransportError
 from rdb_client.protocol import DEFAULT_MAX_REQUESTS, DEFAULT_QUEUE, BrokerNames
+from rdb_worker import failpoints
 from rdb_worker.db import check_schema, make_engine
 from rdb_worker.dispatcher import Dispatcher, Outcome
 from rdb_worker.handlers import DEFAULT_RELEASE_GRACE_S, Handlers
+from rdb_worker.housekeeping import DEFAULT_RELEASE_INTERVAL_S, DEFAULT_REPLY_RETENTION_S, Housekeeper
 from rdb_worker.transport import (
     DEFAULT_DELIVERY_LIMIT,
     DEFAULT_PREFETCH_COUNT,
@@ -64,6 +66,8 @@ class Worker:
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         release_grace_s: float = DEFAULT_RELEASE_GRACE_S,
         max_requests: int = DEFAULT_MAX_REQUESTS,
+        release_interval_s: float = DEFAULT_RELEASE_INTERVAL_S,
+        reply_retention_s: float = DEFAULT_REPLY_RETENTION_S,
         name: str | None = None,
     ) -> None:
         self.amqp_url = amqp_url
@@ -73,6 +77,9 @@ class Worker:
         self.consumer = Consumer(amqp_url, self.names, prefetch_count=prefetch_count, delivery_limit=delivery_limit)
         self.handlers = Handlers(release_grace_s=release_grace_s)
         self.max_requests = max_requests
+        self.release_interval_s = release_interval_s
+        self.reply_retention_s = reply_retention_s
+        self.housekeeper: Housekeeper | None = None
         self.ready = threading.Event()
         self.batches_done = 0
         self._stopping = threading.Event()
@@ -122,6 +129,13 @@ class Worker:
             target=self._batch_loop, args=(dispatcher,), name=f"rdb-worker-db-{self.name}", daemon=True
         )
         batch_thread.start()
+        self.housekeeper = Housekeeper(
+            engine,
+            release_grace_s=self.handlers.release_grace_s,
+            interval_s=self.release_interval_s,
+            reply_retention_s=self.reply_retention_s,
+        )
+        self.housekeeper.start()
         log.info(
             "worker %s serving queue %s on %s (schema %s)",
             self.name,
@@ -152,6 +166,7 @@ class Worker:
                     self.consumer.close()
             self._drain()
         finally:
+            self.housekeeper.stop()
             self._work.put(None)
             batch_thread.join(30)
             self.consumer.close()
@@ -207,6 +222,7 @@ class Worker:
             self.consumer.call_threadsafe(lambda: self.consumer.reject(delivery, requeue=False))
             return
         reply, outcome = dispatcher.handle(delivery.body)
+        failpoints.hit("after_commit")
         if delivery.redelivered:
             outcome.stats["redelivered"] = 1
         log_outcome(outcome)

@@ -137,6 +137,8 @@ def start_worker(amqp_url: str, db_url: str, queue_name: str) -> Iterator[Callab
         kwargs.setdefault("queue", queue_name)
         kwargs.setdefault("db_url", db_url)
         kwargs.setdefault("amqp_url", amqp_url)
+        # Tests that check release results call it themselves; a background cycle would race them.
+        kwargs.setdefault("release_interval_s", 0)
         worker = Worker(**kwargs)  # type: ignore[arg-type]
         worker.start()
         started.append(worker)
