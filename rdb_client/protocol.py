@@ -107,7 +107,7 @@ def decode_batch(body: bytes, *, max_requests: int = DEFAULT_MAX_REQUESTS) -> Ba
     if not isinstance(data, dict):
         raise MalformedBatchError(f"envelope must be a map, got {type(data).__name__}")
     version = data.get("v")
-    if version not in SUPPORTED_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise UnsupportedVersionError(
             f"protocol version {version!r} is not supported; this worker speaks {sorted(SUPPORTED_VERSIONS)}"
         )

@@ -9,6 +9,7 @@ requests from the wire with the same constructors, so both ends agree on what is
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -220,8 +221,10 @@ class ReleaseHostsRequest:
                     f"ReleaseHostsRequest.grace_s must be a number of seconds or None, got {self.grace_s!r}",
                     field="grace_s",
                 )
-            if self.grace_s < 0:
-                raise InvalidRequestError("ReleaseHostsRequest.grace_s must be >= 0", field="grace_s")
+            if not math.isfinite(self.grace_s) or self.grace_s < 0:
+                raise InvalidRequestError(
+                    f"ReleaseHostsRequest.grace_s must be a finite number >= 0, got {self.grace_s!r}", field="grace_s"
+                )
 
     def to_wire(self) -> dict[str, Any]:
         return {"grace_s": self.grace_s}

@@ -52,12 +52,14 @@ class Dispatcher:
         self.max_requests = max_requests
         self.worker_name = worker_name
 
-    def handle(self, body: bytes) -> tuple[bytes, Outcome]:
+    def handle(self, body: bytes, fallback_batch_id: str | None = None) -> tuple[bytes, Outcome]:
+        """Answer one message body; ``fallback_batch_id`` (the message's correlation id)
+        names the reply when the body is too broken to carry its own batch id."""
         started = time.monotonic()
         try:
             batch = protocol.decode_batch(body, max_requests=self.max_requests)
         except BatchError as exc:
-            batch_id = protocol.peek_batch_id(body)
+            batch_id = protocol.peek_batch_id(body) or fallback_batch_id
             outcome = Outcome(batch_id=batch_id, kind=None, error=type(exc).__name__)
             log.warning("refused batch %s: %s", batch_id or "(no id)", exc)
             return protocol.encode_reply(batch_id or "", error=exc), outcome

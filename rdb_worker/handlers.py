@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DataError, IntegrityError
 
 from rdb_client.exceptions import (
     ColumnNotWritableError,
@@ -48,13 +49,18 @@ def _check_str(max_len: int | None) -> Any:
 
 
 def _check_datetime(value: Any) -> bool:
+    """A naive 'YYYY-MM-DD HH:MM:SS[.ffffff]': what a DATETIME column stores as it is."""
     if not isinstance(value, str):
         return False
     try:
-        dt.datetime.fromisoformat(value)
+        parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         return False
-    return True
+    return parsed.tzinfo is None
+
+
+def _check_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value.encode("utf-8")) <= 65535
 
 
 # column -> (nullable, type check, type name for errors). ``id`` and the lease columns
@@ -69,7 +75,7 @@ WRITABLE_COLUMNS: dict[str, tuple[bool, Any, str]] = {
     "locked_by_id": (True, _check_int, "int"),
     "lock_time": (True, _check_datetime, "ISO datetime string"),
     "dirty": (False, _check_bool, "bool"),
-    "lock_reason": (True, _check_str(65535), "string"),
+    "lock_reason": (True, _check_text, "string of at most 65535 bytes"),
 }
 KNOWN_COLUMNS = frozenset(c.name for c in afe_hosts.columns)
 
@@ -186,7 +192,19 @@ class Handlers:
         for host_id, payload in merged.items():
             by_payload.setdefault(frozenset(payload.items()), []).append(host_id)
         for payload_items, host_ids in by_payload.items():
-            queries.update_hosts(conn, host_ids, dict(payload_items))
+            try:
+                # A savepoint per statement: a value the database itself refuses (a
+                # dangling locked_by_id, an int out of range) fails only its requests.
+                with conn.begin_nested():
+                    queries.update_hosts(conn, host_ids, dict(payload_items))
+            except (IntegrityError, DataError) as exc:
+                refused = set(host_ids)
+                for index, request in enumerate(requests):
+                    if errors[index] is None and request.host_id in refused:
+                        errors[index] = WrongTypeError(
+                            f"the database refused {dict(payload_items)} for host {request.host_id}: {exc.orig}"
+                        )
+                merged = {h: p for h, p in merged.items() if h not in refused}
         self.last_stats = {"updated_hosts": len(merged), "statements": len(by_payload), "errors": sum(e is not None for e in errors)}
         return [e.to_wire() if e is not None else None for e in errors]
 

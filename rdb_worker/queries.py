@@ -125,7 +125,7 @@ def host_infos(conn: Connection, host_ids: Iterable[int]) -> dict[int, dict[str,
             "id": row.id,
             "hostname": row.hostname,
             "status": row.status,
-            "locked": bool(row.locked),
+            "locked": row.locked is None or bool(row.locked),  # as validation reads it
             "leased": bool(row.leased),
             "invalid": bool(row.invalid),
             "protection": row.protection,

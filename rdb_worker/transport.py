@@ -203,24 +203,31 @@ class Consumer:
             log.info("dropping ack of delivery %s from a closed connection; it will be redelivered", delivery.delivery_tag)
             return
         if reply is not None and delivery.reply_to:
-            self._channel.basic_publish(
-                exchange="",
-                routing_key=delivery.reply_to,
-                body=reply,
-                properties=BasicProperties(
-                    correlation_id=delivery.correlation_id,
-                    content_type=CONTENT_TYPE,
-                    delivery_mode=1,
-                ),
-            )
+            self._publish_reply(delivery, reply)
         failpoints.hit("after_reply")
         self._channel.basic_ack(delivery.delivery_tag)
 
-    def reject(self, delivery: Delivery, *, requeue: bool) -> None:
-        """Refuse a delivery; without requeue it goes to the dead-letter queue."""
+    def reject(self, delivery: Delivery, *, requeue: bool, reply: bytes | None = None) -> None:
+        """Refuse a delivery; without requeue it goes to the dead-letter queue.
+
+        ``reply``, if given, is still sent first: a client that waits learns why.
+        """
         if delivery.connection_epoch != self.epoch or self._channel is None or not self._channel.is_open:
             return
+        if reply is not None and delivery.reply_to:
+            self._publish_reply(delivery, reply)
         self._channel.basic_reject(delivery.delivery_tag, requeue=requeue)
+
+    def _publish_reply(self, delivery: Delivery, reply: bytes) -> None:
+        assert self._channel is not None
+        self._channel.basic_publish(
+            exchange="",
+            routing_key=delivery.reply_to or "",
+            body=reply,
+            properties=BasicProperties(
+                correlation_id=delivery.correlation_id, content_type=CONTENT_TYPE, delivery_mode=1
+            ),
+        )
 
     def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

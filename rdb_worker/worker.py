@@ -16,7 +16,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from rdb_client.exceptions import RDBException, TransportError
+from rdb_client import protocol
+from rdb_client.exceptions import BatchExpiredError, RDBException, TransportError
 from rdb_client.protocol import DEFAULT_MAX_REQUESTS, DEFAULT_QUEUE, BrokerNames
 from rdb_worker import failpoints
 from rdb_worker.db import check_schema, make_engine
@@ -215,16 +216,18 @@ class Worker:
 
     def _handle(self, dispatcher: Dispatcher, delivery: Delivery) -> None:
         if delivery.expired():
-            log.warning(
-                "batch %s expired before it was run (client gave up); dead-lettering it",
-                delivery.message_id or delivery.correlation_id,
+            batch_id = delivery.message_id or delivery.correlation_id or ""
+            log.warning("batch %s expired before it was run (client gave up); dead-lettering it", batch_id)
+            error = protocol.encode_reply(
+                batch_id, error=BatchExpiredError(f"batch {batch_id} expired before a worker could run it")
             )
-            self.consumer.call_threadsafe(lambda: self.consumer.reject(delivery, requeue=False))
+            self.consumer.call_threadsafe(lambda: self.consumer.reject(delivery, requeue=False, reply=error))
             return
-        reply, outcome = dispatcher.handle(delivery.body)
+        reply, outcome = dispatcher.handle(delivery.body, fallback_batch_id=delivery.correlation_id)
         failpoints.hit("after_commit")
         if delivery.redelivered:
             outcome.stats["redelivered"] = 1
+            outcome.stats["delivery_count"] = delivery.delivery_count
         log_outcome(outcome)
         self.batches_done += 1
         if outcome.error and not delivery.reply_to:

@@ -149,6 +149,24 @@ def test_updates_merge_last_write_wins_and_bad_ones_fail_alone(lab: Lab, client:
     assert lab.row(b)["status"] == "Cleaning" and lab.row(b)["leased"] == 0
 
 
+def test_update_the_database_refuses_fails_only_its_own_requests(lab: Lab, client: RDBClient) -> None:
+    a = lab.host("a", ("board:eve",), ("acl",))
+    b = lab.host("b", ("board:eve",), ("acl",))
+    errors = client.update_hosts(
+        [
+            UpdateHostRequest(a, {"locked_by_id": 987654}),  # no such afe_users row: FK refuses it
+            UpdateHostRequest(b, {"protection": 2**40}),  # out of range for INT
+            UpdateHostRequest(b, {"status": "Ready", "lock_time": "2026-01-01T00:00:00+02:00"}),
+            UpdateHostRequest(a, {"lock_reason": "maintenance"}),
+        ]
+    )
+    assert isinstance(errors[0], WrongTypeError) and "987654" in str(errors[0])
+    assert isinstance(errors[1], WrongTypeError)
+    assert isinstance(errors[2], WrongTypeError) and "lock_time" in str(errors[2])
+    assert isinstance(errors[3], WrongTypeError), "merged with the refused request for the same host"
+    assert lab.row(a)["locked_by_id"] is None and lab.row(b)["protection"] == 0
+
+
 def test_client_host_updates_go_through_the_rdb(lab: Lab, client: RDBClient) -> None:
     host_id = lab.host("h", ("board:eve",), ("acl",))
     (host,) = client.get_hosts([host_id])
