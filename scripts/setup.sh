@@ -25,7 +25,9 @@ if ((${#need_apt[@]})); then
   [ "$made_policy" -eq 0 ] || $sudo_cmd rm -f /usr/sbin/policy-rc.d
 fi
 
-if ! python3 -c "import rdb_worker, pika, sqlalchemy, alembic, testcontainers" >/dev/null 2>&1 \
+# Checked from / so the checkout itself on sys.path can't pass for an installed package.
+if ! command -v rdb-worker >/dev/null 2>&1 \
+   || ! (cd / && python3 -c "import rdb_worker, pika, sqlalchemy, alembic, testcontainers, tqdm") >/dev/null 2>&1 \
    || [ "${RDB_FORCE_PIP:-0}" = 1 ]; then
   echo "==> pip install -e .[test]"
   python3 -m pip install -q --disable-pip-version-check -e '.[test]'
