@@ -56,6 +56,11 @@ class BrokerNames:
     def dead_letter_queue(self) -> str:
         return f"{self.queue}.dead-letter"
 
+    @property
+    def record_stream(self) -> str:
+        """The stream where workers record every batch they answered, with its reply."""
+        return f"{self.queue}.record"
+
 
 @dataclass(frozen=True)
 class Batch:

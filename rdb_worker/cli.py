@@ -20,7 +20,12 @@ from types import FrameType
 from rdb_client.exceptions import RDBException
 from rdb_client.protocol import DEFAULT_MAX_REQUESTS, DEFAULT_QUEUE
 from rdb_worker.handlers import DEFAULT_RELEASE_GRACE_S
-from rdb_worker.housekeeping import DEFAULT_RELEASE_INTERVAL_S, DEFAULT_REPLY_RETENTION_S
+from rdb_worker.housekeeping import (
+    DEFAULT_HISTORY_RETENTION_S,
+    DEFAULT_RELEASE_INTERVAL_S,
+    DEFAULT_REPLY_RETENTION_S,
+)
+from rdb_worker.recording import DEFAULT_RECORD_MAX_AGE, DEFAULT_RECORD_MAX_BYTES
 from rdb_worker.transport import DEFAULT_DELIVERY_LIMIT, DEFAULT_PREFETCH_COUNT
 
 log = logging.getLogger("rdb_worker")
@@ -46,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="how often the pool releases idle hosts (one worker at a time); 0 disables")
     p.add_argument("--reply-retention-s", type=float, default=DEFAULT_REPLY_RETENTION_S,
                    help="how long stored replies answer redelivered batches")
+    p.add_argument("--history-retention-s", type=float, default=DEFAULT_HISTORY_RETENTION_S,
+                   help="how long lease/release/update history is kept (pruned in bounded steps)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve /metrics, /healthz and /readyz on this port (with --processes N: port, port+1, ...)")
+    p.add_argument("--no-record", dest="record", action="store_false",
+                   help="do not record batches and replies to the record stream (rdb-replay reads it)")
+    p.add_argument("--record-max-age", default=DEFAULT_RECORD_MAX_AGE,
+                   help="record stream retention by age, RabbitMQ units: 7D, 12h (fixed at first declare)")
+    p.add_argument("--record-max-bytes", type=int, default=DEFAULT_RECORD_MAX_BYTES,
+                   help="record stream retention by size in bytes (fixed at first declare)")
     p.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS, help="largest batch accepted")
     p.add_argument("--log-level", default=os.environ.get("RDB_LOG_LEVEL", "INFO"))
     return p
@@ -93,6 +108,11 @@ def run_one(args: argparse.Namespace, amqp_url: str, db_url: str) -> int:
         max_requests=args.max_requests,
         release_interval_s=args.release_interval_s,
         reply_retention_s=args.reply_retention_s,
+        history_retention_s=args.history_retention_s,
+        metrics_port=args.metrics_port,
+        record=args.record,
+        record_max_age=args.record_max_age,
+        record_max_bytes=args.record_max_bytes,
     )
     signals_seen = 0
 
@@ -122,6 +142,9 @@ def supervise(args: argparse.Namespace, amqp_url: str, db_url: str) -> int:
                   "--release-grace-s", str(args.release_grace_s), "--max-requests", str(args.max_requests),
                   "--release-interval-s", str(args.release_interval_s),
                   "--reply-retention-s", str(args.reply_retention_s),
+                  "--history-retention-s", str(args.history_retention_s),
+                  "--record-max-age", args.record_max_age, "--record-max-bytes", str(args.record_max_bytes),
+                  *([] if args.record else ["--no-record"]),
                   "--log-level", args.log_level]
     env = {**os.environ, "RDB_AMQP_URL": amqp_url, "RDB_DB_URL": db_url}
     children: list[subprocess.Popen[bytes] | None] = [None] * args.processes
@@ -155,7 +178,8 @@ def supervise(args: argparse.Namespace, amqp_url: str, db_url: str) -> int:
                 children[i] = None
                 next_start[i] = now + delay_s
             if children[i] is None and now >= next_start[i] and not stopping:
-                children[i] = subprocess.Popen(child_argv, env=env)
+                port_args = [] if args.metrics_port is None else ["--metrics-port", str(args.metrics_port + i)]
+                children[i] = subprocess.Popen(child_argv + port_args, env=env)
                 started_at[i] = now
                 log.info("started worker process %d (pid %d)", i, children[i].pid)  # type: ignore[union-attr]
         time.sleep(0.2)

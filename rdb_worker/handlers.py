@@ -94,7 +94,11 @@ class Handlers:
     """The per-kind logic, configured once per worker."""
 
     release_grace_s: float = DEFAULT_RELEASE_GRACE_S
+    worker_name: str = "rdb-worker"
     last_stats: dict[str, Any] = field(default_factory=dict)
+
+    def _actor(self, batch_id: str) -> queries.Actor:
+        return queries.Actor(batch_id=batch_id, worker=self.worker_name)
 
     # --- reads ---------------------------------------------------------------------
     def get_hosts(self, conn: Connection, batch_id: str, requests: Sequence[HostRequest]) -> list[Any]:
@@ -107,6 +111,7 @@ class Handlers:
         self, conn: Connection, batch_id: str, requests: Sequence[AcquireHostRequest]
     ) -> list[Any]:
         stats = AcquireStats(requested=len(requests))
+        actor = self._actor(batch_id)
         label_ids: set[int] = set()
         acl_ids: set[int] = set()
         pinned_ids: set[int] = set()
@@ -130,8 +135,8 @@ class Handlers:
             picks = allocation.plan(todo, candidates, pinned, taken=set(held | lost))
             want_pinned = {p for p, r in zip(picks, todo) if p is not None and r.is_validation}
             want_free = {p for p, r in zip(picks, todo) if p is not None and not r.is_validation}
-            got = queries.lease(conn, want_pinned, batch_id, pinned=True)
-            got |= queries.lease(conn, want_free, batch_id, pinned=False)
+            got = queries.lease(conn, want_pinned, actor, pinned=True)
+            got |= queries.lease(conn, want_free, actor, pinned=False)
             held |= got
             round_lost = (want_pinned | want_free) - got
             lost |= round_lost
@@ -196,7 +201,7 @@ class Handlers:
                 # A savepoint per statement: a value the database itself refuses (a
                 # dangling locked_by_id, an int out of range) fails only its requests.
                 with conn.begin_nested():
-                    queries.update_hosts(conn, host_ids, dict(payload_items))
+                    queries.update_hosts(conn, host_ids, dict(payload_items), self._actor(batch_id))
             except (IntegrityError, DataError) as exc:
                 refused = set(host_ids)
                 for index, request in enumerate(requests):
@@ -212,6 +217,6 @@ class Handlers:
     def release_hosts(self, conn: Connection, batch_id: str, requests: Sequence[ReleaseHostsRequest]) -> list[Any]:
         (request,) = requests
         grace_s = self.release_grace_s if request.grace_s is None else request.grace_s
-        released = queries.release(conn, grace_s)
+        released = queries.release(conn, grace_s, self._actor(batch_id))
         self.last_stats = {"released": len(released)}
         return [released]

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 
 from sqlalchemy import Engine, text
 
 from rdb_worker import queries
 from rdb_worker.db import run_transaction
+from rdb_worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RELEASE_INTERVAL_S = 10.0
 DEFAULT_REPLY_RETENTION_S = 24 * 3600.0
+DEFAULT_HISTORY_RETENTION_S = 30 * 24 * 3600.0
 PRUNE_BATCH_ROWS = 10_000
 
 
@@ -31,8 +34,14 @@ class Housekeeper:
         release_grace_s: float,
         interval_s: float = DEFAULT_RELEASE_INTERVAL_S,
         reply_retention_s: float = DEFAULT_REPLY_RETENTION_S,
+        history_retention_s: float = DEFAULT_HISTORY_RETENTION_S,
+        metrics: WorkerMetrics | None = None,
+        worker_name: str = "rdb-worker",
     ) -> None:
         self.engine = engine
+        self.history_retention_s = history_retention_s
+        self.metrics = metrics
+        self.worker_name = worker_name
         self.release_grace_s = release_grace_s
         self.interval_s = interval_s
         self.reply_retention_s = reply_retention_s
@@ -48,17 +57,25 @@ class Housekeeper:
             if not lock_conn.execute(text("SELECT GET_LOCK(:name, 0)"), {"name": self.lock_name}).scalar():
                 return None
             try:
-                released = run_transaction(self.engine, lambda conn: queries.release(conn, self.release_grace_s))
+                actor = queries.Actor(batch_id=f"release-cycle:{uuid.uuid4().hex[:16]}", worker=self.worker_name)
+                released = run_transaction(
+                    self.engine, lambda conn: queries.release(conn, self.release_grace_s, actor)
+                )
                 pruned = run_transaction(
                     self.engine, lambda conn: queries.prune_replies(conn, self.reply_retention_s, PRUNE_BATCH_ROWS)
+                )
+                pruned += run_transaction(
+                    self.engine, lambda conn: queries.prune_history(conn, self.history_retention_s, PRUNE_BATCH_ROWS)
                 )
             finally:
                 lock_conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": self.lock_name})
                 lock_conn.commit()
         self.cycles += 1
         self.released_total += len(released)
+        if self.metrics is not None:
+            self.metrics.hosts_released.inc(len(released))
         if released or pruned:
-            log.info("release cycle: released %d host(s) %s; pruned %d stored repl(ies)",
+            log.info("release cycle: released %d host(s) %s; pruned %d stored row(s)",
                      len(released), released[:20], pruned)
         return released
 

@@ -12,6 +12,7 @@ host someone else took, or that the frontend locked, in between:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, literal_column, or_, select, text, update
@@ -25,9 +26,37 @@ from schema.tables import (
     afe_labels,
     afe_special_tasks,
     rdb_batches,
+    rdb_host_history,
 )
 
 h = afe_hosts
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, for the history: the batch (or cycle, or admin) and the worker."""
+
+    batch_id: str
+    worker: str
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def record_history(
+    conn: Connection, actor: Actor, action: str, changes: Iterable[tuple[int, str, Any, Any]]
+) -> None:
+    """Append (host_id, field, old, new) rows in the caller's transaction."""
+    rows = [
+        {
+            "host_id": host_id, "action": action, "field": field, "old_value": _text(old),
+            "new_value": _text(new), "batch_id": actor.batch_id, "worker": actor.worker, "created_at": NOW,
+        }
+        for host_id, field, old, new in changes
+    ]
+    if rows:
+        conn.execute(rdb_host_history.insert().values(created_at=NOW), [{k: v for k, v in r.items() if k != "created_at"} for r in rows])
 READY = or_(h.c.status.is_(None), h.c.status == "Ready")
 ACQUIRABLE = and_(h.c.leased == 0, h.c.locked == 0, h.c.invalid == 0, READY)
 NOW = func.now(6)
@@ -89,7 +118,7 @@ def load_pinned(conn: Connection, host_ids: Collection[int]) -> dict[int, Pinned
     return pinned
 
 
-def lease(conn: Connection, host_ids: Collection[int], batch_id: str, *, pinned: bool) -> set[int]:
+def lease(conn: Connection, host_ids: Collection[int], actor: Actor, *, pinned: bool) -> set[int]:
     """Compare-and-set lease: returns the subset of ``host_ids`` this call leased.
 
     Pinned (validation) hosts skip the invalid/status checks, as validation does; every
@@ -98,6 +127,7 @@ def lease(conn: Connection, host_ids: Collection[int], batch_id: str, *, pinned:
     if not host_ids:
         return set()
     ids = sorted(host_ids)
+    batch_id = actor.batch_id
     still_free = and_(h.c.leased == 0, h.c.locked == 0) if pinned else ACQUIRABLE
     result = conn.execute(
         update(h)
@@ -105,8 +135,11 @@ def lease(conn: Connection, host_ids: Collection[int], batch_id: str, *, pinned:
         .values(leased=1, leased_by=batch_id, leased_at=NOW)
     )
     if result.rowcount == len(ids):
-        return set(ids)
-    return set(conn.execute(select(h.c.id).where(h.c.id.in_(ids), h.c.leased_by == batch_id)).scalars())
+        got = set(ids)
+    else:
+        got = set(conn.execute(select(h.c.id).where(h.c.id.in_(ids), h.c.leased_by == batch_id)).scalars())
+    record_history(conn, actor, "lease", ((i, "leased_by", None, batch_id) for i in sorted(got)))
+    return got
 
 
 def host_infos(conn: Connection, host_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -163,8 +196,16 @@ def existing_host_ids(conn: Connection, host_ids: Collection[int]) -> set[int]:
     return set(conn.execute(select(h.c.id).where(h.c.id.in_(sorted(host_ids)))).scalars())
 
 
-def update_hosts(conn: Connection, host_ids: Collection[int], payload: Mapping[str, Any]) -> None:
-    conn.execute(update(h).where(h.c.id.in_(sorted(host_ids))).values(**payload))
+def update_hosts(conn: Connection, host_ids: Collection[int], payload: Mapping[str, Any], actor: Actor) -> None:
+    """One UPDATE for hosts that get the same payload; old values go to the history."""
+    ids = sorted(host_ids)
+    columns = sorted(payload)
+    old = {row[0]: row[1:] for row in conn.execute(select(h.c.id, *(h.c[c] for c in columns)).where(h.c.id.in_(ids)))}
+    conn.execute(update(h).where(h.c.id.in_(ids)).values(**payload))
+    record_history(
+        conn, actor, "update",
+        ((i, c, old[i][n], payload[c]) for i in ids if i in old for n, c in enumerate(columns)),
+    )
 
 
 def _idle_lease_conditions(grace_s: float) -> list[Any]:
@@ -175,7 +216,7 @@ def _idle_lease_conditions(grace_s: float) -> list[Any]:
     return [h.c.leased == 1, h.c.locked == 0, READY, old_enough]
 
 
-def release(conn: Connection, grace_s: float) -> list[int]:
+def release(conn: Connection, grace_s: float, actor: Actor) -> list[int]:
     """Free idle leased hosts older than the grace period; return their ids ascending."""
     q, t = afe_host_queue_entries, afe_special_tasks
     active_hqe = exists().where(q.c.host_id == h.c.id, q.c.active == 1)
@@ -186,13 +227,14 @@ def release(conn: Connection, grace_s: float) -> list[int]:
     )
     if not candidate_ids:
         return []
-    locked_ids = list(
+    holders = dict(
         conn.execute(
-            select(h.c.id)
+            select(h.c.id, h.c.leased_by)
             .where(h.c.id.in_(candidate_ids), *conditions)
             .with_for_update(skip_locked=True)
-        ).scalars()
+        ).all()
     )
+    locked_ids = list(holders)
     if not locked_ids:
         return []
     # Rows are ours now; re-check what lives in other tables before freeing them.
@@ -208,7 +250,17 @@ def release(conn: Connection, grace_s: float) -> list[int]:
     free_ids = sorted(set(locked_ids) - busy)
     if free_ids:
         conn.execute(update(h).where(h.c.id.in_(free_ids)).values(leased=0, leased_by=None, leased_at=None))
+        record_history(conn, actor, "release", ((i, "leased_by", holders[i], None) for i in free_ids))
     return free_ids
+
+
+def prune_history(conn: Connection, retention_s: float, limit: int = 10_000) -> int:
+    """Delete at most ``limit`` history rows older than the retention."""
+    result = conn.execute(
+        text("DELETE FROM rdb_host_history WHERE created_at < NOW(6) - INTERVAL :retention_s SECOND LIMIT :limit"),
+        {"retention_s": int(retention_s), "limit": limit},
+    )
+    return result.rowcount
 
 
 def stored_reply(conn: Connection, batch_id: str) -> bytes | None:

@@ -22,7 +22,7 @@ from pika.spec import Basic, BasicProperties
 
 from rdb_client.exceptions import TransportError
 from rdb_client.protocol import CONTENT_TYPE, BrokerNames
-from rdb_worker import failpoints
+from rdb_worker import failpoints, recording
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,20 @@ def queue_arguments(names: BrokerNames, delivery_limit: int) -> dict[str, Any]:
     }
 
 
-def declare_topology(channel: BlockingChannel, names: BrokerNames, delivery_limit: int) -> None:
-    """Declare every broker object a queue name needs; idempotent for the same arguments."""
+def declare_topology(
+    channel: BlockingChannel,
+    names: BrokerNames,
+    delivery_limit: int,
+    record_arguments: dict[str, Any] | None = None,
+) -> None:
+    """Declare every broker object a queue name needs; idempotent for the same arguments.
+
+    The record stream is declared by workers only and written by them after they answer,
+    so clients still publish to a queue that exists only when a worker declared it:
+    ``mandatory`` keeps reporting a missing worker queue at once.
+    """
+    if record_arguments is not None:
+        channel.queue_declare(names.record_stream, durable=True, arguments=record_arguments)
     channel.exchange_declare(names.dead_letter_exchange, exchange_type="direct", durable=True)
     channel.queue_declare(names.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
     channel.queue_bind(names.dead_letter_queue, names.dead_letter_exchange, routing_key=names.dead_letter_queue)
@@ -110,8 +122,10 @@ class Consumer:
         *,
         prefetch_count: int = DEFAULT_PREFETCH_COUNT,
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        record_arguments: dict[str, Any] | None = None,
     ) -> None:
         self.params = url_parameters(amqp_url)
+        self.record_arguments = record_arguments
         self.names = names
         self.prefetch_count = prefetch_count
         self.delivery_limit = delivery_limit
@@ -128,7 +142,7 @@ class Consumer:
         try:
             self._connection = pika.BlockingConnection(self.params)
             self._channel = self._connection.channel()
-            declare_topology(self._channel, self.names, self.delivery_limit)
+            declare_topology(self._channel, self.names, self.delivery_limit, self.record_arguments)
             self._channel.basic_qos(prefetch_count=self.prefetch_count)
         except pika.exceptions.ChannelClosedByBroker as exc:
             self.close()
@@ -217,6 +231,23 @@ class Consumer:
         if reply is not None and delivery.reply_to:
             self._publish_reply(delivery, reply)
         self._channel.basic_reject(delivery.delivery_tag, requeue=requeue)
+
+    def record(self, delivery: Delivery, reply: bytes, kind: str | None, worker: str) -> None:
+        """Append the batch and its reply to the record stream (for rdb-replay)."""
+        if self.record_arguments is None or delivery.connection_epoch != self.epoch:
+            return
+        if self._channel is None or not self._channel.is_open:
+            return
+        batch_id = delivery.message_id or delivery.correlation_id or ""
+        self._channel.basic_publish(
+            exchange="",
+            routing_key=self.names.record_stream,
+            body=recording.encode_record(batch_id, kind, worker, delivery.correlation_id, delivery.body, reply),
+            properties=BasicProperties(
+                message_id=batch_id, correlation_id=delivery.correlation_id, content_type=CONTENT_TYPE,
+                timestamp=int(time.time()), delivery_mode=2,
+            ),
+        )
 
     def _publish_reply(self, delivery: Delivery, reply: bytes) -> None:
         assert self._channel is not None

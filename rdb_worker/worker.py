@@ -15,15 +15,25 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from http.server import ThreadingHTTPServer
+
+from sqlalchemy import Engine
 
 from rdb_client import protocol
 from rdb_client.exceptions import BatchExpiredError, RDBException, TransportError
 from rdb_client.protocol import DEFAULT_MAX_REQUESTS, DEFAULT_QUEUE, BrokerNames
-from rdb_worker import failpoints
+from rdb_worker import failpoints, recording
+from rdb_worker import metrics as metrics_mod
+from rdb_worker.metrics import WorkerMetrics
 from rdb_worker.db import check_schema, make_engine
 from rdb_worker.dispatcher import Dispatcher, Outcome
 from rdb_worker.handlers import DEFAULT_RELEASE_GRACE_S, Handlers
-from rdb_worker.housekeeping import DEFAULT_RELEASE_INTERVAL_S, DEFAULT_REPLY_RETENTION_S, Housekeeper
+from rdb_worker.housekeeping import (
+    DEFAULT_HISTORY_RETENTION_S,
+    DEFAULT_RELEASE_INTERVAL_S,
+    DEFAULT_REPLY_RETENTION_S,
+    Housekeeper,
+)
 from rdb_worker.transport import (
     DEFAULT_DELIVERY_LIMIT,
     DEFAULT_PREFETCH_COUNT,
@@ -35,6 +45,8 @@ from rdb_worker.transport import (
 log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_MAX_S = 10.0
+LIVENESS_STALE_S = 60.0
+READINESS_DB_CACHE_S = 2.0
 START_TIMEOUT_S = 30.0
 
 
@@ -69,18 +81,39 @@ class Worker:
         max_requests: int = DEFAULT_MAX_REQUESTS,
         release_interval_s: float = DEFAULT_RELEASE_INTERVAL_S,
         reply_retention_s: float = DEFAULT_REPLY_RETENTION_S,
+        metrics_port: int | None = None,
+        record: bool = True,
+        record_max_age: str = recording.DEFAULT_RECORD_MAX_AGE,
+        record_max_bytes: int = recording.DEFAULT_RECORD_MAX_BYTES,
+        history_retention_s: float = DEFAULT_HISTORY_RETENTION_S,
         name: str | None = None,
     ) -> None:
         self.amqp_url = amqp_url
         self.db_url = db_url
         self.names = BrokerNames(queue)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
-        self.consumer = Consumer(amqp_url, self.names, prefetch_count=prefetch_count, delivery_limit=delivery_limit)
+        self.consumer = Consumer(
+            amqp_url,
+            self.names,
+            prefetch_count=prefetch_count,
+            delivery_limit=delivery_limit,
+            record_arguments=recording.stream_arguments(record_max_age, record_max_bytes) if record else None,
+        )
+        self.history_retention_s = history_retention_s
         self.handlers = Handlers(release_grace_s=release_grace_s)
         self.max_requests = max_requests
         self.release_interval_s = release_interval_s
         self.reply_retention_s = reply_retention_s
         self.housekeeper: Housekeeper | None = None
+        self.metrics = WorkerMetrics()
+        self.metrics_port = metrics_port
+        self.http_server: ThreadingHTTPServer | None = None
+        self.record = record
+        self._engine: Engine | None = None
+        self._revision: str | None = None
+        self._last_io_tick = time.monotonic()
+        self._batch_thread: threading.Thread | None = None
+        self._db_ok_cache: tuple[float, bool, str] = (0.0, False, "not checked yet")
         self.ready = threading.Event()
         self.batches_done = 0
         self._stopping = threading.Event()
@@ -124,19 +157,31 @@ class Worker:
     # --- the I/O thread ------------------------------------------------------------------
     def run(self) -> None:
         engine = make_engine(self.db_url)
-        revision = check_schema(engine)
+        try:
+            revision = check_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        self._engine, self._revision = engine, revision
+        self.handlers.worker_name = self.name
         dispatcher = Dispatcher(engine, self.handlers, max_requests=self.max_requests, worker_name=self.name)
         batch_thread = threading.Thread(
             target=self._batch_loop, args=(dispatcher,), name=f"rdb-worker-db-{self.name}", daemon=True
         )
+        self._batch_thread = batch_thread
         batch_thread.start()
         self.housekeeper = Housekeeper(
             engine,
             release_grace_s=self.handlers.release_grace_s,
             interval_s=self.release_interval_s,
             reply_retention_s=self.reply_retention_s,
+            history_retention_s=self.history_retention_s,
+            metrics=self.metrics,
+            worker_name=self.name,
         )
         self.housekeeper.start()
+        if self.metrics_port is not None:
+            self.http_server = metrics_mod.serve(self.metrics_port, self.metrics, self.liveness, self.readiness)
         log.info(
             "worker %s serving queue %s on %s (schema %s)",
             self.name,
@@ -147,6 +192,7 @@ class Worker:
         backoff_s = 0.5
         try:
             while not self._stopping.is_set():
+                self._last_io_tick = time.monotonic()
                 if not self.consumer.connected:
                     try:
                         self.consumer.connect()
@@ -167,6 +213,9 @@ class Worker:
                     self.consumer.close()
             self._drain()
         finally:
+            if self.http_server is not None:
+                self.http_server.shutdown()
+                self.http_server.server_close()
             self.housekeeper.stop()
             self._work.put(None)
             batch_thread.join(30)
@@ -197,6 +246,33 @@ class Worker:
             except TransportError:
                 pass
 
+    # --- health ---------------------------------------------------------------------------
+    def liveness(self) -> tuple[bool, str]:
+        """Alive: both threads run and the I/O loop turned recently (it turns every 0.1 s)."""
+        if self._batch_thread is None or not self._batch_thread.is_alive():
+            return False, "batch thread is not running"
+        stale_s = time.monotonic() - self._last_io_tick
+        if stale_s > LIVENESS_STALE_S and not self._stopping.is_set():
+            return False, f"I/O loop stuck for {stale_s:.0f} s"
+        return True, "alive"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready: consuming from the broker, the database answers, schema at head."""
+        if self._stopping.is_set():
+            return False, "draining"
+        if not self.consumer.connected:
+            return False, "not connected to the broker"
+        checked_at, ok, why = self._db_ok_cache
+        if time.monotonic() - checked_at > READINESS_DB_CACHE_S and self._engine is not None:
+            try:
+                with self._engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1")
+                ok, why = True, f"ready (schema {self._revision})"
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                ok, why = False, f"database unreachable: {exc.__class__.__name__}"
+            self._db_ok_cache = (time.monotonic(), ok, why)
+        return ok, why
+
     def _on_delivery(self, delivery: Delivery) -> None:
         with self._lock:
             self._in_flight += 1
@@ -222,6 +298,7 @@ class Worker:
                 batch_id, error=BatchExpiredError(f"batch {batch_id} expired before a worker could run it")
             )
             self.consumer.call_threadsafe(lambda: self.consumer.reject(delivery, requeue=False, reply=error))
+            self.metrics.dead_lettered.labels("expired").inc()
             return
         reply, outcome = dispatcher.handle(delivery.body, fallback_batch_id=delivery.correlation_id)
         failpoints.hit("after_commit")
@@ -229,12 +306,33 @@ class Worker:
             outcome.stats["redelivered"] = 1
             outcome.stats["delivery_count"] = delivery.delivery_count
         log_outcome(outcome)
+        self._count(outcome, delivery)
         self.batches_done += 1
+        if self.record:
+            self.consumer.call_threadsafe(lambda: self.consumer.record(delivery, reply, outcome.kind, self.name))
         if outcome.error and not delivery.reply_to:
             # Nobody to tell: keep the message for inspection instead of dropping it.
             self.consumer.call_threadsafe(lambda: self.consumer.reject(delivery, requeue=False))
+            self.metrics.dead_lettered.labels("error_without_reply_to").inc()
             return
         self.consumer.call_threadsafe(lambda: self.consumer.finish(delivery, reply))
+
+    def _count(self, outcome: Outcome, delivery: Delivery) -> None:
+        m = self.metrics
+        kind = outcome.kind or "unknown"
+        m.batches.labels(kind, outcome.error or "ok").inc()
+        m.requests.labels(kind).inc(outcome.requests)
+        m.latency.labels(kind).observe(outcome.duration_s)
+        m.retries.inc(outcome.retries)
+        if outcome.error:
+            m.errors.labels(outcome.error).inc()
+        if delivery.redelivered:
+            m.redeliveries.inc()
+        if outcome.duplicate:
+            m.duplicates.inc()
+        m.hosts_leased.inc(outcome.stats.get("leased", 0) if kind == "acquire" else 0)
+        m.unsatisfied.inc(outcome.stats.get("unsatisfied", 0))
+        m.hosts_released.inc(outcome.stats.get("released", 0))
 
 
 __all__ = ["Worker", "RDBException"]

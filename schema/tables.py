@@ -21,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.mysql import DATETIME, MEDIUMBLOB, TINYINT
+from sqlalchemy.dialects.mysql import BIGINT, DATETIME, MEDIUMBLOB, TINYINT
 
 metadata = MetaData()
 
@@ -244,5 +244,25 @@ rdb_batches = Table(
     Column("reply", MEDIUMBLOB(), nullable=False),
     Column("created_at", DATETIME(fsp=6), nullable=False),
     Index("rdb_batches_created_at", "created_at"),
+    mysql_engine="InnoDB",
+)
+
+# Every lease, release and update the rdb (or rdb-admin) performs, written in the same
+# transaction as the change: "who had this host, and who changed it" in one query.
+rdb_host_history = Table(
+    "rdb_host_history",
+    metadata,
+    Column("id", BIGINT(), primary_key=True, autoincrement=True),
+    Column("host_id", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("field", String(64), nullable=False),
+    Column("old_value", Text),
+    Column("new_value", Text),
+    Column("batch_id", String(64)),
+    Column("worker", String(128)),
+    Column("created_at", DATETIME(fsp=6), nullable=False),
+    Index("rdb_host_history_host", "host_id", "created_at"),
+    Index("rdb_host_history_batch", "batch_id"),
+    Index("rdb_host_history_created_at", "created_at"),
     mysql_engine="InnoDB",
 )
