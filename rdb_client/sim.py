@@ -30,6 +30,7 @@ from rdb_client.client import RDBClient
 from rdb_client.exceptions import RDBException
 from rdb_client.jobs import PROVISIONABLE_PREFIXES, JobQueryManager
 from rdb_client.protocol import DEFAULT_MAX_REQUESTS, DEFAULT_QUEUE
+from rdb_client.textable import format_table
 from rdb_client.requests import AcquireHostRequest, UpdateHostRequest
 from schema.tables import (
     afe_acl_groups,
@@ -677,11 +678,7 @@ def format_summary(history: Sequence[TickStats]) -> str:
         ("tick latency p50 (ms)", f"{percentile(latencies_ms, 50):.1f}"),
         ("tick latency p99 (ms)", f"{percentile(latencies_ms, 99):.1f}"),
     ]
-    name_width = max(len("metric"), *(len(n) for n, _ in rows))
-    value_width = max(len("value"), *(len(v) for _, v in rows))
-    lines = [f"{'metric':<{name_width}}  {'value':>{value_width}}", f"{'-' * name_width}  {'-' * value_width}"]
-    lines += [f"{name:<{name_width}}  {value:>{value_width}}" for name, value in rows]
-    return "\n".join(lines)
+    return format_table(("metric", "value"), rows)
 
 
 # --- CLI ----------------------------------------------------------------------------
