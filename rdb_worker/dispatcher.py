@@ -81,12 +81,6 @@ class Dispatcher:
 
     def run(self, batch: protocol.Batch, outcome: Outcome) -> bytes:
         """Run a decoded batch in one transaction (retried on deadlocks); return the reply."""
-        handler = {
-            "get": self.handlers.get_hosts,
-            "acquire": self.handlers.acquire_hosts,
-            "update": self.handlers.update_hosts,
-            "release": self.handlers.release_hosts,
-        }[batch.kind]
         if not batch.requests:
             return protocol.encode_reply(batch.batch_id, results=[], meta={"worker": self.worker_name})
         writes = batch.kind != "get"
@@ -97,7 +91,7 @@ class Dispatcher:
                 if stored is not None:
                     outcome.duplicate = True
                     return stored
-            results = handler(conn, batch.batch_id, batch.requests)
+            results = self.handlers.run(conn, batch.kind, batch.batch_id, batch.requests)
             outcome.stats = dict(self.handlers.last_stats)
             reply = protocol.encode_reply(
                 batch.batch_id, results=results, meta={"worker": self.worker_name, **outcome.stats}

@@ -97,6 +97,16 @@ class Handlers:
     worker_name: str = "rdb-worker"
     last_stats: dict[str, Any] = field(default_factory=dict)
 
+    def run(self, conn: Connection, kind: str, batch_id: str, requests: Sequence[Any]) -> list[Any]:
+        """Run one decoded batch of ``kind`` in the caller's transaction."""
+        handler = {
+            "get": self.get_hosts,
+            "acquire": self.acquire_hosts,
+            "update": self.update_hosts,
+            "release": self.release_hosts,
+        }[kind]
+        return handler(conn, batch_id, requests)
+
     def _actor(self, batch_id: str) -> queries.Actor:
         return queries.Actor(batch_id=batch_id, worker=self.worker_name)
 

@@ -8,10 +8,11 @@ inside its own I/O loop); the batch thread hands replies and acks back through
 
 from __future__ import annotations
 
+import datetime
 import logging
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,3 +270,55 @@ class Consumer:
                 pass
 
 
+
+
+def read_stream(
+    amqp_url: str | Sequence[str],
+    stream: str,
+    *,
+    offset: int | str | datetime.datetime = "first",
+    idle_timeout_s: float = 1.5,
+    prefetch_count: int = 200,
+) -> Iterator[tuple[int | None, bytes]]:
+    """Yield (stream offset, body) from ``offset`` until the stream has nothing new for
+    ``idle_timeout_s``. ``offset``: "first", "last", "next", an offset, or a time."""
+    connection = pika.BlockingConnection(url_parameters(amqp_url))
+    received: deque[tuple[int | None, bytes]] = deque()
+
+    def on_message(ch: BlockingChannel, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
+        position = (props.headers or {}).get("x-stream-offset")
+        received.append((int(position) if isinstance(position, int) else None, body))
+        ch.basic_ack(method.delivery_tag)  # streams keep messages; the ack only moves credit
+
+    try:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(stream, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise TransportError(f"no record stream {stream!r}: {exc.reply_text}") from None
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=prefetch_count)
+        channel.basic_consume(stream, on_message, auto_ack=False, arguments={"x-stream-offset": offset})
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < idle_timeout_s:
+            connection.process_data_events(time_limit=0.1)
+            while received:
+                idle_since = time.monotonic()
+                yield received.popleft()
+    except pika.exceptions.AMQPError as exc:
+        raise TransportError(f"reading the record stream failed: {exc!r}") from exc
+    finally:
+        # Closing without basic.cancel: streams refuse the reject a cancel would send.
+        if connection.is_open:
+            connection.close()
+
+
+def publish_record(amqp_url: str | Sequence[str], stream: str, body: bytes) -> None:
+    """Append raw bytes to a record stream: for tools and tests that bring old records."""
+    connection = pika.BlockingConnection(url_parameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", stream, body, BasicProperties(delivery_mode=2), mandatory=True)
+    finally:
+        connection.close()
