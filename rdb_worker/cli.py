@@ -179,7 +179,10 @@ def supervise(args: argparse.Namespace, amqp_url: str, db_url: str) -> int:
                 next_start[i] = now + delay_s
             if children[i] is None and now >= next_start[i] and not stopping:
                 port_args = [] if args.metrics_port is None else ["--metrics-port", str(args.metrics_port + i)]
-                children[i] = subprocess.Popen(child_argv + port_args, env=env)
+                # Own session: a terminal's Ctrl-C (sent to the whole process group) or
+                # systemd's kill must reach the children once, through us; a second
+                # signal would mean "exit now" to them.
+                children[i] = subprocess.Popen(child_argv + port_args, env=env, start_new_session=True)
                 started_at[i] = now
                 log.info("started worker process %d (pid %d)", i, children[i].pid)  # type: ignore[union-attr]
         time.sleep(0.2)

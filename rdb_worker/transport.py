@@ -147,6 +147,12 @@ class Consumer:
             self._channel.basic_qos(prefetch_count=self.prefetch_count)
         except pika.exceptions.ChannelClosedByBroker as exc:
             self.close()
+            if exc.reply_code == 403:
+                raise TransportError(
+                    f"broker refused the topology of queue {self.names.queue!r}: {exc.reply_text} "
+                    "(the worker's broker user lacks configure/write/read permission on these names: "
+                    "see docs/operations.md)"
+                ) from exc
             raise TransportError(
                 f"broker refused the topology of queue {self.names.queue!r}: {exc.reply_text} "
                 "(a queue's arguments can't change after it is declared: delete it or pick another name)"

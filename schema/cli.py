@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,12 +27,19 @@ def _parser() -> argparse.ArgumentParser:
             default=os.environ.get("RDB_DB_URL"),
             help="SQLAlchemy URL, e.g. mysql+pymysql://user:pw@host:3306/db (default: $RDB_DB_URL)",
         )
+        p.add_argument("--db-url-file", type=Path, help="read the database URL from this file (keeps it off ps)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.db_url_file is not None:
+        try:
+            args.db_url = args.db_url_file.read_text().strip()
+        except OSError as exc:
+            print(f"rdb-schema: {exc}", file=sys.stderr)
+            return 2
     if not args.db_url:
         print("rdb-schema: no database URL: pass --db-url or set RDB_DB_URL", file=sys.stderr)
         return 2
