@@ -11,7 +11,9 @@ reply to a call that already timed out) and is dropped.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from collections.abc import Sequence
 
 import pika
@@ -37,12 +39,33 @@ class _ConnectionLost(Exception):
         self.cause = cause
 
 
-def _parameters(urls: str | Sequence[str]) -> list[pika.URLParameters]:
+TLS_QUERY_KEYS = ("cafile", "certfile", "keyfile", "server_hostname")
+
+
+def connection_parameters(urls: str | Sequence[str]) -> list[pika.URLParameters]:
+    """pika parameters for one URL or several (a cluster: tried in order on connect).
+
+    An ``amqps://`` URL may name its CA, client certificate and key as query parameters
+    (``?cafile=/etc/rdb/ca.pem&certfile=...&keyfile=...``), which pika's own URL syntax
+    can't express; without them the system's default trust store is used.
+    """
     if isinstance(urls, str):
         urls = [u for u in urls.split(",") if u.strip()]
     params = []
-    for url in urls:
-        p = pika.URLParameters(url.strip())
+    for raw in urls:
+        url = raw.strip()
+        tls = {}
+        parsed = urlsplit(url)
+        if parsed.scheme == "amqps":
+            query = parse_qsl(parsed.query, keep_blank_values=True)
+            tls = {k: v for k, v in query if k in TLS_QUERY_KEYS}
+            url = urlunsplit(parsed._replace(query=urlencode([(k, v) for k, v in query if k not in TLS_QUERY_KEYS])))
+        p = pika.URLParameters(url)
+        if parsed.scheme == "amqps":
+            context = ssl.create_default_context(cafile=tls.get("cafile"))
+            if tls.get("certfile"):
+                context.load_cert_chain(tls["certfile"], tls.get("keyfile"))
+            p.ssl_options = pika.SSLOptions(context, tls.get("server_hostname") or parsed.hostname)
         if "heartbeat=" not in url:
             p.heartbeat = HEARTBEAT_S
         p.connection_attempts = 1
@@ -54,9 +77,21 @@ def _parameters(urls: str | Sequence[str]) -> list[pika.URLParameters]:
     return params
 
 
+def mask_url(url: str | Sequence[str]) -> str:
+    """URLs fit for a log line: passwords replaced by ***."""
+    if not isinstance(url, str):
+        return ",".join(mask_url(u) for u in url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _at, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
 class ClientTransport:
     def __init__(self, amqp_url: str | Sequence[str], names: BrokerNames) -> None:
-        self.params = _parameters(amqp_url)
+        self.params = connection_parameters(amqp_url)
         self.names = names
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None

@@ -22,6 +22,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
 from rdb_client.exceptions import TransportError
+from rdb_client.transport import connection_parameters, mask_url
 from rdb_client.protocol import CONTENT_TYPE, BrokerNames
 from rdb_worker import failpoints, recording
 
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DELIVERY_LIMIT = 5
 DEFAULT_PREFETCH_COUNT = 1
-HEARTBEAT_S = 30
 IO_TICK_S = 0.1
 SENT_AT_HEADER = "x-rdb-sent-at-ms"
 
@@ -88,31 +88,6 @@ def declare_topology(
     channel.queue_bind(names.queue, names.exchange, routing_key=names.routing_key)
 
 
-def url_parameters(urls: str | Sequence[str]) -> list[pika.URLParameters]:
-    if isinstance(urls, str):
-        urls = [u for u in urls.split(",") if u.strip()]
-    params = []
-    for url in urls:
-        p = pika.URLParameters(url.strip())
-        if "heartbeat=" not in url:
-            p.heartbeat = HEARTBEAT_S
-        p.blocked_connection_timeout = 30
-        p.connection_attempts = 1
-        p.socket_timeout = 5
-        params.append(p)
-    return params
-
-
-def mask_url(url: str) -> str:
-    """A URL fit for a log line: the password replaced by ***."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, at, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
-
-
 class Consumer:
     """One connection, one channel, consuming the request queue."""
 
@@ -125,7 +100,7 @@ class Consumer:
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
         record_arguments: dict[str, Any] | None = None,
     ) -> None:
-        self.params = url_parameters(amqp_url)
+        self.params = connection_parameters(amqp_url)
         self.record_arguments = record_arguments
         self.names = names
         self.prefetch_count = prefetch_count
@@ -288,7 +263,7 @@ def read_stream(
 ) -> Iterator[tuple[int | None, bytes]]:
     """Yield (stream offset, body) from ``offset`` until the stream has nothing new for
     ``idle_timeout_s``. ``offset``: "first", "last", "next", an offset, or a time."""
-    connection = pika.BlockingConnection(url_parameters(amqp_url))
+    connection = pika.BlockingConnection(connection_parameters(amqp_url))
     received: deque[tuple[int | None, bytes]] = deque()
 
     def on_message(ch: BlockingChannel, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
@@ -321,7 +296,7 @@ def read_stream(
 
 def publish_record(amqp_url: str | Sequence[str], stream: str, body: bytes) -> None:
     """Append raw bytes to a record stream: for tools and tests that bring old records."""
-    connection = pika.BlockingConnection(url_parameters(amqp_url))
+    connection = pika.BlockingConnection(connection_parameters(amqp_url))
     try:
         channel = connection.channel()
         channel.confirm_delivery()

@@ -186,7 +186,7 @@ class Worker:
             "worker %s serving queue %s on %s (schema %s)",
             self.name,
             self.names.queue,
-            mask_url(self.amqp_url if isinstance(self.amqp_url, str) else ",".join(self.amqp_url)),
+            mask_url(self.amqp_url),
             revision,
         )
         backoff_s = 0.5
