@@ -294,6 +294,27 @@ class _PrivateServer:
             time.sleep(0.1)
         return not self.is_running()
 
+    def _terminate(self, pid: int | None, what: str, timeout_s: float) -> None:
+        """SIGTERM the server, wait for it to go, SIGKILL it if it won't."""
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if not self._wait_gone(timeout_s):
+            log.warning("%s did not stop within %.0f s; killing it", what, timeout_s)
+            self.kill()
+
+    def _reap(self) -> None:
+        """Collect our child process (if we started it) and forget the server."""
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=KILL_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._proc = None
+        self._forget()
+
     def _log_tails(self) -> str:
         return f"--- {self._stdout_file} ---\n{_tail(self._stdout_file)}"
 
@@ -610,22 +631,9 @@ class PrivateRabbitMQ(_PrivateServer):
         if self.is_running():
             log.info("stopping RabbitMQ node %s (port %d) ...", self.node_name, self.port)
             pids = self._server_pids()
-            target = pids[-1] if pids else None  # the VM if known, else the wrapper script
-            if target is not None:
-                try:
-                    os.kill(target, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            if not self._wait_gone(timeout_s):
-                log.warning("RabbitMQ node %s did not stop within %.0f s; killing it", self.node_name, timeout_s)
-                self.kill()
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=KILL_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._proc = None
-        self._forget()
+            # the VM if known, else the wrapper script
+            self._terminate(pids[-1] if pids else None, f"RabbitMQ node {self.node_name}", timeout_s)
+        self._reap()
         self._kill_epmd()
 
     def kill(self) -> None:
@@ -646,8 +654,16 @@ class PrivateMariaDB(_PrivateServer):
 
     kind = "MariaDB"
 
-    def __init__(self, base_dir: str | os.PathLike[str], *, name: str = "rdb", port: int | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str],
+        *,
+        name: str = "rdb",
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         super().__init__(Path(base_dir) / f"mariadb-{name}", name, port)
+        self.extra_args: list[str] = list(extra_args)  # appended to mariadbd's command line, e.g. --ssl-ca=...
         self.user = DEFAULT_USER
         self.password = DEFAULT_PASSWORD
         self.database = DEFAULT_DATABASE
@@ -766,6 +782,7 @@ class PrivateMariaDB(_PrivateServer):
                 "--innodb-flush-log-at-trx-commit=2",
                 f"--max-connections={MARIADB_MAX_CONNECTIONS}",
                 *self._user_args(),
+                *self.extra_args,
             ],
             _clean_env({}),
         )
@@ -777,22 +794,8 @@ class PrivateMariaDB(_PrivateServer):
         """SIGTERM = clean InnoDB shutdown; data and port are kept for the next start()."""
         if self.is_running():
             log.info("stopping MariaDB %s (port %d) ...", self.name, self.port)
-            pid = self._leader_pid()
-            if pid is not None:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            if not self._wait_gone(timeout_s):
-                log.warning("MariaDB %s did not stop within %.0f s; killing it", self.name, timeout_s)
-                self.kill()
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=KILL_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._proc = None
-        self._forget()
+            self._terminate(self._leader_pid(), f"MariaDB {self.name}", timeout_s)
+        self._reap()
 
     def create_database(self, name: str) -> str:
         """Create an empty database (dropping any previous one of that name) and return its URL.
