@@ -321,3 +321,25 @@ def test_database_outage_gives_error_replies_then_recovers(amqp_url: str, queue_
         worker.stop()
         engine.dispose()
         db.destroy()
+
+
+def test_timed_out_acquisition_leaves_no_lease_beyond_one_release_cycle(
+    lab: Lab, amqp_url: str, db_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    from rdb_worker.worker import Worker
+
+    monkeypatch.setenv("RDB_FAILPOINT", "slow_batch")
+    monkeypatch.setattr("rdb_worker.failpoints.SLOW_BATCH_S", 2.0)
+    grace_s, interval_s = 1.0, 0.5
+    worker = Worker(amqp_url, db_url, queue=queue_name, release_interval_s=interval_s, release_grace_s=grace_s)
+    worker.start()
+    try:
+        with RDBClient(amqp_url, timeout_s=0.8, queue=queue_name) as client:
+            with pytest.raises(RDBTimeoutError):
+                client.acquire_hosts([req(lab)] * 2)
+        wait_for(lambda: len(lab.leased_ids()) == 2, 10, "the worker to commit the leases its client gave up on")
+        orphaned_at = time.monotonic()
+        wait_for(lambda: not lab.leased_ids(), 10, "the release cycle to free the orphaned leases")
+        assert time.monotonic() - orphaned_at < grace_s + 2 * interval_s + 2.0
+    finally:
+        worker.stop()
