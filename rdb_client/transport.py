@@ -58,6 +58,10 @@ def connection_parameters(urls: str | Sequence[str]) -> list[pika.URLParameters]
         parsed = urlsplit(url)
         if parsed.scheme == "amqps":
             query = parse_qsl(parsed.query, keep_blank_values=True)
+            if any(k == "ssl_options" for k, _ in query):
+                raise TransportError(
+                    "amqps URL: use cafile=, certfile=, keyfile= (and server_hostname=) instead of ssl_options="
+                )
             tls = {k: v for k, v in query if k in TLS_QUERY_KEYS}
             url = urlunsplit(parsed._replace(query=urlencode([(k, v) for k, v in query if k not in TLS_QUERY_KEYS])))
         p = pika.URLParameters(url)
@@ -112,7 +116,7 @@ class ClientTransport:
                 channel.basic_consume(self._reply_queue, self._on_reply, auto_ack=True)
                 self._channel = channel
                 return
-            except pika.exceptions.AMQPError as exc:
+            except (pika.exceptions.AMQPError, OSError) as exc:  # OSError: a failed TLS handshake
                 last = exc
                 self.close()
                 time.sleep(CONNECT_BACKOFF_S * (attempt + 1))

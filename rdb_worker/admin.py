@@ -31,7 +31,6 @@ from rdb_worker import queries
 from rdb_worker.explain import explain
 from schema.tables import (
     afe_acl_groups,
-    afe_acl_groups_hosts,
     afe_host_queue_entries,
     afe_hosts,
     afe_hosts_labels,

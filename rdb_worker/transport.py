@@ -22,7 +22,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
 from rdb_client.exceptions import TransportError
-from rdb_client.transport import connection_parameters, mask_url
+from rdb_client.transport import connection_parameters
 from rdb_client.protocol import CONTENT_TYPE, BrokerNames
 from rdb_worker import failpoints, recording
 
@@ -132,7 +132,7 @@ class Consumer:
                 f"broker refused the topology of queue {self.names.queue!r}: {exc.reply_text} "
                 "(a queue's arguments can't change after it is declared: delete it or pick another name)"
             ) from exc
-        except pika.exceptions.AMQPError as exc:
+        except (pika.exceptions.AMQPError, OSError) as exc:  # OSError: a failed TLS handshake
             self.close()
             raise TransportError(f"cannot connect to the broker: {exc!r}") from exc
         self.epoch += 1

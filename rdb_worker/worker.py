@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from rdb_client import protocol
 from rdb_client.exceptions import BatchExpiredError, RDBException, TransportError
+from rdb_client.transport import mask_url
 from rdb_client.protocol import DEFAULT_MAX_REQUESTS, DEFAULT_QUEUE, BrokerNames
 from rdb_worker import failpoints, recording
 from rdb_worker import metrics as metrics_mod
@@ -39,7 +40,6 @@ from rdb_worker.transport import (
     DEFAULT_PREFETCH_COUNT,
     Consumer,
     Delivery,
-    mask_url,
 )
 
 log = logging.getLogger(__name__)

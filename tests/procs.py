@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
+import signal as signal_mod
 import subprocess
 import sys
 import time
@@ -31,7 +31,7 @@ class WorkerProcess:
     def wait(self, timeout_s: float = 30) -> int:
         return self.proc.wait(timeout_s)
 
-    def signal(self, sig: signal.Signals) -> None:
+    def signal(self, sig: signal_mod.Signals) -> None:
         self.proc.send_signal(sig)
 
     def log(self) -> str:

@@ -10,11 +10,10 @@ import uuid
 import msgpack
 import pika
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from rdb_client import (
     AcquireHostRequest,
-    HostRequest,
     NoWorkerQueueError,
     RDBClient,
     RDBException,
