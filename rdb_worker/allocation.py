@@ -22,16 +22,30 @@ from dataclasses import dataclass, field
 from rdb_client.requests import AcquireHostRequest
 
 
+KindKey = tuple[frozenset[int], frozenset[int], frozenset[int]]
+
+
+def kind_of(request: AcquireHostRequest) -> KindKey:
+    """What decides which hosts match a request and in which order: deps, acls, preferences."""
+    return (request.deps, request.acls, request.preferred_deps)
+
+
 @dataclass
 class Candidates:
-    """The batch's view of the lab: hosts free to acquire, and who carries what.
+    """The batch's view of the lab, in one of two forms.
 
-    label_hosts and acl_hosts need only hold the labels and acls the batch names.
+    - ``kind_lists``: per request kind, its matching acquirable hosts already ranked
+      (the worker reads these with one query per batch); a kind in ``truncated`` holds
+      only a prefix of its hosts, and ``plan`` reports it if a group runs past its end.
+    - ``available`` with ``label_hosts``/``acl_hosts``: the sets to match in memory
+      (used by unit tests and tools); they need only the labels and acls asked about.
     """
 
-    available: set[int]
+    available: set[int] = field(default_factory=set)
     label_hosts: dict[int, set[int]] = field(default_factory=dict)
     acl_hosts: dict[int, set[int]] = field(default_factory=dict)
+    kind_lists: dict[KindKey, list[int]] | None = None
+    truncated: set[KindKey] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -119,12 +133,28 @@ def plan(
     candidates: Candidates,
     pinned: dict[int, PinnedHost],
     taken: set[int] | None = None,
+    exhausted: set[KindKey] | None = None,
 ) -> list[int | None]:
     """Pick a host (or None) for every request, aligned with ``requests``.
 
     ``taken`` hosts are never picked (hosts other rounds already hold); it is updated.
+    ``exhausted`` collects the truncated kinds a group ran out of: the caller reads more
+    of them and plans again, so the answer is the one the whole lab would have given.
     """
     taken = set() if taken is None else taken
+    ranked_by_kind: dict[KindKey, list[int]] = {}
+
+    def ranked_for(request: AcquireHostRequest) -> list[int]:
+        kind = kind_of(request)
+        ranked = ranked_by_kind.get(kind)
+        if ranked is None:
+            if candidates.kind_lists is not None:
+                ranked = candidates.kind_lists.get(kind, [])
+            else:
+                ranked = _rank(request, _matching(request, candidates), candidates)
+            ranked_by_kind[kind] = ranked
+        return ranked
+
     result: list[int | None] = [None] * len(requests)
     counts, positions = coalesce(requests)
     groups = [_Group(request, positions[request]) for request in counts]
@@ -147,7 +177,7 @@ def plan(
 
     def take(group: _Group, wanted: int) -> int:
         if group.ranked is None:
-            group.ranked = _rank(group.request, _matching(group.request, candidates), candidates)
+            group.ranked = ranked_for(group.request)
         got = 0
         ranked = group.ranked
         while got < wanted and group.cursor < len(ranked):
@@ -158,6 +188,8 @@ def plan(
             taken.add(host)
             group.granted.append(host)
             got += 1
+        if got < wanted and exhausted is not None and kind_of(group.request) in candidates.truncated:
+            exhausted.add(kind_of(group.request))
         return got
 
     suite_min: dict[int, int] = {}

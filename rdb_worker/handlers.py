@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 # Rounds of re-planning when another worker leased some of our picks first.
 LEASE_ROUNDS = 4
+# A kind's first read takes what its requests need plus this much slack (other kinds of
+# the batch may share hosts with it); a group that runs out reads 4x more, this often.
+KIND_SLACK_MIN = 8
+KIND_FETCH_ROUNDS = 6
 DEFAULT_RELEASE_GRACE_S = 60.0
 
 
@@ -87,6 +92,7 @@ class AcquireStats:
     unsatisfied: int = 0
     rounds: int = 0
     lost_races: int = 0
+    refetches: int = 0
 
 
 @dataclass
@@ -122,16 +128,7 @@ class Handlers:
     ) -> list[Any]:
         stats = AcquireStats(requested=len(requests))
         actor = self._actor(batch_id)
-        label_ids: set[int] = set()
-        acl_ids: set[int] = set()
-        pinned_ids: set[int] = set()
-        for r in requests:
-            if r.host_id is not None:
-                pinned_ids.add(r.host_id)
-            else:
-                label_ids |= r.deps | r.preferred_deps
-                acl_ids |= r.acls
-        pinned = queries.load_pinned(conn, pinned_ids)
+        pinned = queries.load_pinned(conn, {r.host_id for r in requests if r.host_id is not None})
 
         assigned: list[int | None] = [None] * len(requests)
         held: set[int] = set()  # leased by this batch so far
@@ -140,9 +137,7 @@ class Handlers:
         for _round in range(LEASE_ROUNDS):
             stats.rounds += 1
             todo = [requests[i] for i in open_indices]
-            candidates = queries.load_candidates(conn, label_ids, acl_ids) if label_ids or acl_ids else allocation.Candidates(set())
-            candidates.available -= lost | held
-            picks = allocation.plan(todo, candidates, pinned, taken=set(held | lost))
+            picks = self._plan(conn, todo, pinned, taken=held | lost, stats=stats)
             want_pinned = {p for p, r in zip(picks, todo) if p is not None and r.is_validation}
             want_free = {p for p, r in zip(picks, todo) if p is not None and not r.is_validation}
             got = queries.lease(conn, want_pinned, actor, pinned=True)
@@ -171,6 +166,32 @@ class Handlers:
             log.info("batch %s: %d of %d acquisitions unsatisfied", batch_id, stats.unsatisfied, len(requests))
         self.last_stats = stats.__dict__.copy()
         return [infos[a] if a is not None else None for a in assigned]
+
+    def _plan(
+        self,
+        conn: Connection,
+        todo: Sequence[AcquireHostRequest],
+        pinned: dict[int, allocation.PinnedHost],
+        taken: set[int],
+        stats: AcquireStats,
+    ) -> list[int | None]:
+        """Plan on a prefix of each kind's ranked hosts; read more only where a group ran out."""
+        need = Counter(allocation.kind_of(r) for r in todo if not r.is_validation)
+        limits = {kind: n + max(KIND_SLACK_MIN, n // 2) for kind, n in need.items()}
+        lists = queries.load_kind_candidates(conn, limits)
+        for _attempt in range(KIND_FETCH_ROUNDS):
+            candidates = allocation.Candidates(
+                kind_lists=lists, truncated={k for k, hosts in lists.items() if len(hosts) >= limits[k]}
+            )
+            exhausted: set[allocation.KindKey] = set()
+            picks = allocation.plan(todo, candidates, pinned, taken=set(taken), exhausted=exhausted)
+            if not exhausted:
+                return picks
+            stats.refetches += len(exhausted)
+            for kind in exhausted:
+                limits[kind] *= 4
+            lists.update(queries.load_kind_candidates(conn, {k: limits[k] for k in exhausted}))
+        return picks
 
     # --- updates -------------------------------------------------------------------
     def _validate_update(self, request: Any, existing: set[int]) -> RDBException | None:

@@ -289,9 +289,13 @@ def read_stream(
     except pika.exceptions.AMQPError as exc:
         raise TransportError(f"reading the record stream failed: {exc!r}") from exc
     finally:
-        # Closing without basic.cancel: streams refuse the reject a cancel would send.
+        # A reader that stops early leaves deliveries in flight; pika rejects them on close,
+        # which a stream refuses by closing the connection. Either way it is closed.
         if connection.is_open:
-            connection.close()
+            try:
+                connection.close()
+            except (pika.exceptions.AMQPError, OSError):
+                pass
 
 
 def publish_record(amqp_url: str | Sequence[str], stream: str, body: bytes) -> None:

@@ -123,3 +123,21 @@ def test_invalid_one_time_host_waives_only_the_acl_check() -> None:
 
 def test_taken_hosts_are_never_picked() -> None:
     assert plan([req()] * 2, lab(3), {}, taken={1}) == [2, 3]
+
+
+def test_truncated_kind_list_that_runs_out_is_reported_for_a_refetch() -> None:
+    from rdb_worker.allocation import kind_of
+
+    wide, narrow = req(), req(deps={BOARD, POOL}, priority=5)
+    candidates = Candidates(
+        kind_lists={kind_of(wide): [1, 2], kind_of(narrow): [1, 2, 3]},
+        truncated={kind_of(wide)},
+    )
+    exhausted: set = set()
+    result = plan([wide, narrow, narrow], candidates, {}, exhausted=exhausted)
+    assert result == [None, 1, 2]
+    assert exhausted == {kind_of(wide)}, "the wide kind's prefix was used up by the narrow one"
+    exhausted.clear()
+    candidates.truncated.clear()
+    plan([wide, narrow, narrow], candidates, {}, exhausted=exhausted)
+    assert exhausted == set(), "a complete list that runs out just means no host"

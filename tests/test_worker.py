@@ -360,3 +360,16 @@ def test_worker_refuses_a_database_not_at_head(empty_db_url: str, amqp_url: str,
     worker = Worker(amqp_url, empty_db_url, queue=queue_name)
     with pytest.raises(SchemaRevisionError, match="revision 0002"):
         worker.start(timeout_s=20)
+
+
+def test_kinds_sharing_hosts_still_find_every_free_host(lab: Lab, client: RDBClient) -> None:
+    # 30 hosts carry board:eve and pool:bvt; 1 more carries only board:eve. The narrow,
+    # higher-priority kind takes 30; the wide kind's first read (its need plus slack) is
+    # all taken, so the worker must read further to find host 31 for it.
+    ids = [lab.host(f"both{i}", ("board:eve", "pool:bvt"), ("acl",)) for i in range(30)]
+    last = lab.host("eve-only", ("board:eve",), ("acl",))
+    narrow = acq(lab, "board:eve", "pool:bvt", priority=10)
+    wide = acq(lab, "board:eve")
+    hosts = client.acquire_hosts([wide] + [narrow] * 30)
+    assert hosts[0] is not None and hosts[0].id == last
+    assert sorted(h.id for h in hosts[1:]) == ids
