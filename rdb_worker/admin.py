@@ -6,6 +6,7 @@
     rdb-admin history HOST | --job J      every lease, release and update, newest last
     rdb-admin lock HOST --reason TEXT     lock (with history), unlock HOST
     rdb-admin release HOST --holder BATCH release only if still held by BATCH; or --force
+    rdb-admin set-status HOST STATUS      e.g. back to Ready after a job died on it
 
 Talks to MySQL directly (no broker needed: it must work when the rdb does not). Every
 change it makes is written to the history like the workers' own. Unknown host, label,
@@ -40,6 +41,10 @@ from schema.tables import (
 )
 
 h = afe_hosts
+
+
+class Hostless(Exception):
+    """The job asks for no host at all: nothing to explain (exit 0, with why)."""
 
 
 class UsageError(Exception):
@@ -147,6 +152,9 @@ def _request_for(conn: Connection, engine: Engine, args: argparse.Namespace) -> 
                 (request,) = jqm.acquire_requests([hqe_id])
         except Exception as exc:  # InvalidRequestError names the unknown HQE
             raise UsageError(str(exc)) from None
+        if request.host_id is None and not request.deps and not request.preferred_deps:
+            raise Hostless(f"HQE {hqe_id} has no host, no meta_host and no dependency labels: it is hostless "
+                           "(a suite's own job) and never asks the rdb for a host; explain its children instead")
         return sorted(request.deps), sorted(request.acls), request.host_id, f"HQE {hqe_id}"
     if not args.deps and not args.acls:
         raise UsageError("give --deps and --acls, or --job, or --hqe")
@@ -155,18 +163,28 @@ def _request_for(conn: Connection, engine: Engine, args: argparse.Namespace) -> 
 
 def cmd_explain(engine: Engine, args: argparse.Namespace) -> int:
     with engine.connect() as conn:
-        deps, acls, host_id, what = _request_for(conn, engine, args)
+        try:
+            deps, acls, host_id, what = _request_for(conn, engine, args)
+        except Hostless as exc:
+            print(str(exc))
+            return 0
         result = explain(conn, deps, acls, host_id)
-    print(f"{what}: deps {deps}, acls {acls}" + (f", pinned to host {host_id}" if host_id else ""))
+        dep_names = dict(conn.execute(select(afe_labels.c.id, afe_labels.c.name).where(afe_labels.c.id.in_(deps))).all())
+        acl_names = dict(conn.execute(
+            select(afe_acl_groups.c.id, afe_acl_groups.c.name).where(afe_acl_groups.c.id.in_(acls))).all())
+    print(f"{what}: deps {', '.join(f'{d} ({dep_names.get(d)})' for d in deps) or 'none'}; "
+          f"acls {', '.join(f'{a} ({acl_names.get(a)})' for a in acls) or 'none'}"
+          + (f"; pinned to host {host_id}" if host_id else ""))
     print(format_table(("condition (in turn)", "hosts left"), result.steps))
     if result.available:
         print(f"\navailable now: {len(result.available)} host(s), e.g. {result.available[:10]}")
     else:
         print("\nno host is available for this request right now")
     if result.leased:
-        print(f"\nmatching hosts that are leased ({len(result.leased)}):")
-        print(format_table(("host", "hostname", "leased_by", "leased_at", "active jobs"),
-                           [(x.id, x.hostname, x.leased_by, x.leased_at, ",".join(map(str, x.active_jobs)) or "-")
+        print(f"\nhosts with these labels and acls that are leased ({len(result.leased)}), and by whom:")
+        print(format_table(("host", "hostname", "status", "locked", "leased_by", "leased_at", "active jobs"),
+                           [(x.id, x.hostname, x.status, "yes" if x.locked else "no", x.leased_by, x.leased_at,
+                             ",".join(map(str, x.active_jobs)) or "-")
                             for x in result.leased[: args.limit]]))
     return 0
 
@@ -220,6 +238,21 @@ def cmd_unlock(engine: Engine, args: argparse.Namespace) -> int:
     return _set_lock(engine, args.host, False, None)
 
 
+def cmd_set_status(engine: Engine, args: argparse.Namespace) -> int:
+    from rdb_worker.db import run_transaction
+
+    actor = _actor()
+
+    def work(conn: Connection) -> int:
+        host_id = resolve_host(conn, args.host)
+        queries.update_hosts(conn, [host_id], {"status": args.status}, actor)
+        return host_id
+
+    host_id = run_transaction(engine, work)
+    print(f"host {host_id} status set to {args.status!r}")
+    return 0
+
+
 def cmd_release(engine: Engine, args: argparse.Namespace) -> int:
     if not args.force and not args.holder:
         raise UsageError("give --holder BATCH (as `rdb-admin show HOST` printed it) or --force")
@@ -262,6 +295,9 @@ def _parser() -> argparse.ArgumentParser:
     lk.add_argument("--reason", required=True)
     ul = sub.add_parser("unlock", help="unlock a host")
     ul.add_argument("host")
+    st = sub.add_parser("set-status", help="set a host's status (e.g. back to Ready after a stuck job)")
+    st.add_argument("host")
+    st.add_argument("status")
     rl = sub.add_parser("release", help="free one leased host")
     rl.add_argument("host")
     rl.add_argument("--holder", help="the batch id that holds it (from `show`): released only if unchanged")
@@ -270,7 +306,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"hosts": cmd_hosts, "show": cmd_show, "explain": cmd_explain, "history": cmd_history,
-            "lock": cmd_lock, "unlock": cmd_unlock, "release": cmd_release}
+            "lock": cmd_lock, "unlock": cmd_unlock, "release": cmd_release, "set-status": cmd_set_status}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"rdb-admin: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rdb-admin ... | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     except SQLAlchemyError as exc:
         print(f"rdb-admin: database error: {exc}", file=sys.stderr)
         return 1

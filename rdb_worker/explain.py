@@ -24,6 +24,9 @@ class LeasedHost:
     leased_by: str | None
     leased_at: dt.datetime | None
     active_jobs: list[int]
+    status: str | None = None
+    locked: bool = False
+    invalid: bool = False
 
 
 @dataclass
@@ -58,6 +61,10 @@ def explain(conn: Connection, deps: Sequence[int], acls: Sequence[int], host_id:
     else:
         hosts &= sharing
         out.steps.append((f"shares an acl of {sorted(acls)}" if acls else "shares an acl (request has none)", len(hosts)))
+    # Who holds the hosts that fit the request's labels and acls, whatever else stops
+    # them (locked, not Ready): "why not" usually ends with "because X has it".
+    leased = sorted(i for i in hosts if rows[i].leased)
+    if host_id is None or not (hosts and rows[host_id].invalid):
         hosts = {i for i in hosts if not rows[i].invalid}
         out.steps.append(("not invalid", len(hosts)))
     hosts = {i for i in hosts if rows[i].locked == 0}
@@ -65,7 +72,6 @@ def explain(conn: Connection, deps: Sequence[int], acls: Sequence[int], host_id:
     if host_id is None:
         hosts = {i for i in hosts if rows[i].status in (None, "Ready")}
         out.steps.append(("status Ready (or NULL)", len(hosts)))
-    leased = sorted(i for i in hosts if rows[i].leased)
     hosts = {i for i in hosts if not rows[i].leased}
     out.steps.append(("not leased", len(hosts)))
     out.available = sorted(hosts)
@@ -77,7 +83,8 @@ def explain(conn: Connection, deps: Sequence[int], acls: Sequence[int], host_id:
         ):
             jobs.setdefault(hid, []).append(job)
     out.leased = [
-        LeasedHost(i, rows[i].hostname, rows[i].leased_by, rows[i].leased_at, sorted(jobs.get(i, [])))
+        LeasedHost(i, rows[i].hostname, rows[i].leased_by, rows[i].leased_at, sorted(jobs.get(i, [])),
+                   rows[i].status, rows[i].locked is None or bool(rows[i].locked), bool(rows[i].invalid))
         for i in leased
     ]
     return out

@@ -212,15 +212,17 @@ def report(entries: list[Entry], mode: str, as_json: bool) -> None:
             if e.reply is not None and e.reply.error is not None:
                 answer = f"error {e.reply.error.to_wire()['type']}"
             elif e.batch is not None and e.reply is not None:
-                got = summarize(e.batch.kind, e.reply.results)
-                answer = f"{sum(x is not None for x in got)}/{len(got)} answered" if e.batch.kind != "release" else f"released {got[0] if got else []}"
+                answer = _answer(e.batch.kind, summarize(e.batch.kind, e.reply.results))
             else:
                 answer = ""
             table.append((e.offset, _when(rec), rec.batch_id if rec else "?", rec.kind if rec else "?",
                           len(e.batch.requests) if e.batch else "-", e.skip or answer))
         else:
             status = e.skip and f"skipped: {e.skip}" or e.result.get("status", "")
-            detail = "; ".join(e.result.get("diffs", [])[:5]) or e.result.get("why", "")
+            diffs = e.result.get("diffs", [])
+            detail = "; ".join(diffs[:MAX_DIFFS_SHOWN]) or e.result.get("why", "")
+            if len(diffs) > MAX_DIFFS_SHOWN:
+                detail += f"; (+{len(diffs) - MAX_DIFFS_SHOWN} more: use --json)"
             table.append((e.offset, rec.batch_id if rec else "?", rec.kind if rec else "?", status, detail))
     headers = (("offset", "recorded at", "batch", "kind", "requests", "answer") if mode == "show"
                else ("offset", "batch", "kind", "result", "differences"))
@@ -231,6 +233,20 @@ def report(entries: list[Entry], mode: str, as_json: bool) -> None:
             key = "skipped" if e.skip else e.result.get("status", "?")
             counts[key] = counts.get(key, 0) + 1
         print("\n" + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
+MAX_DIFFS_SHOWN = 5
+
+
+def _answer(kind: str, summary: list[Any]) -> str:
+    """One cell that says what the reply meant, per kind."""
+    if kind == "release":
+        return f"released {summary[0] if summary else []}"
+    if kind == "update":
+        errors = sum(x is not None for x in summary)
+        return f"{len(summary) - errors} applied, {errors} error(s)"
+    return f"{sum(x is not None for x in summary)}/{len(summary)} got a host" if kind == "acquire" else \
+        f"{sum(x is not None for x in summary)}/{len(summary)} found"
 
 
 def _when(rec: recording.Record | None) -> str:
@@ -288,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     except (TransportError, RDBException) as exc:
         print(f"rdb-replay: {exc}", file=sys.stderr)
         return 1
-    report(entries, args.mode, args.json)
+    try:
+        report(entries, args.mode, args.json)
+    except BrokenPipeError:  # `rdb-replay ... | head`: the reader has what it wanted
+        sys.stderr.close()
     return 0
 
 

@@ -112,3 +112,25 @@ def test_hosts_table_counts_the_lab(lab: Lab, db_url: str, capsys) -> None:  # t
     hosts, ready, free, leased, locked, invalid = map(int, bvt.split()[2:8])
     # free: ok0-3 and otheracl (free for someone, if not for this acl)
     assert (hosts, free, leased, locked, invalid) == (9, 5, 1, 1, 1)
+
+
+def test_explain_names_holders_even_of_hosts_dropped_later(lab: Lab, db_url: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    stuck = lab.host("stuck", ("board:eve", "pool:cq"), ("acl",), leased=True, status="Provisioning")
+    code, out, _ = run(db_url, capsys, "explain", "--deps", "board:eve,pool:cq", "--acls", "acl")
+    assert code == 0
+    line = next(line for line in out.splitlines() if line.split()[:1] == [str(stuck)])
+    assert "Provisioning" in line, "a leased host that is not Ready is still listed with its state"
+
+
+def test_explain_of_a_hostless_suite_job_says_so(lab: Lab, db_url: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    lab.user("sched", acls=("acl",))
+    suite = lab.job(owner="sched")
+    lab.hqe(suite)
+    code, out, _ = run(db_url, capsys, "explain", "--job", str(suite))
+    assert code == 0 and "hostless" in out
+
+
+def test_set_status_is_recorded(lab: Lab, db_url: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert run(db_url, capsys, "set-status", "repair", "Ready")[0] == 0
+    code, out, _ = run(db_url, capsys, "history", "repair")
+    assert code == 0 and "Repairing" in out and "Ready" in out
