@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
     )
+    # pika logs every socket event at INFO; our own lines already say what matters.
+    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         amqp_url = _secret(args.amqp_url, args.amqp_url_file, "RDB_AMQP_URL")
         db_url = _secret(args.db_url, args.db_url_file, "RDB_DB_URL")
