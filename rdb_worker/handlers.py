@@ -38,6 +38,8 @@ LEASE_ROUNDS = 4
 # the batch may share hosts with it); a group that runs out reads 4x more, this often.
 KIND_SLACK_MIN = 8
 KIND_FETCH_ROUNDS = 6
+# Below this much estimated per-kind query time, don't even count the lab.
+KIND_QUERY_MIN_COST_S = 0.02
 DEFAULT_RELEASE_GRACE_S = 60.0
 
 
@@ -93,6 +95,7 @@ class AcquireStats:
     rounds: int = 0
     lost_races: int = 0
     refetches: int = 0
+    full_reads: int = 0
 
 
 @dataclass
@@ -175,8 +178,23 @@ class Handlers:
         taken: set[int],
         stats: AcquireStats,
     ) -> list[int | None]:
-        """Plan on a prefix of each kind's ranked hosts; read more only where a group ran out."""
+        """Plan on a prefix of each kind's ranked hosts; read more only where a group ran out.
+
+        A batch of very many distinct kinds on a modest lab is cheaper to plan on one read
+        of the whole availability, matched in memory: the cost model picks.
+        """
         need = Counter(allocation.kind_of(r) for r in todo if not r.is_validation)
+        if len(need) * queries.KIND_QUERY_COST_S > KIND_QUERY_MIN_COST_S:
+            available = queries.count_available(conn)
+            if available * queries.FULL_READ_COST_PER_HOST_S < len(need) * queries.KIND_QUERY_COST_S:
+                stats.full_reads += 1
+                label_ids: set[int] = set()
+                acl_ids: set[int] = set()
+                for deps, acls, preferred in need:
+                    label_ids |= deps | preferred
+                    acl_ids |= acls
+                candidates = queries.load_candidates(conn, label_ids, acl_ids)
+                return allocation.plan(todo, candidates, pinned, taken=set(taken))
         limits = {kind: n + max(KIND_SLACK_MIN, n // 2) for kind, n in need.items()}
         lists = queries.load_kind_candidates(conn, limits)
         for _attempt in range(KIND_FETCH_ROUNDS):

@@ -3,8 +3,9 @@
 Two statements change leases, and both re-check the host's state in the same
 statement that locks it, so a decision made on an earlier plain read can never lease a
 host someone else took, or that the frontend locked, in between:
-- ``lease``: a compare-and-set ``UPDATE ... WHERE leased = 0 AND ...`` with a rowcount
-  check (MariaDB has no UPDATE ... RETURNING);
+- ``lease``: a locking read of afe_hosts alone (``FOR UPDATE SKIP LOCKED``, re-checking
+  leased/locked/invalid/status), then an UPDATE of exactly the rows it locked, checked by
+  rowcount (MariaDB has no UPDATE ... RETURNING);
 - ``release``: a locking read of afe_hosts alone (``FOR UPDATE SKIP LOCKED``; a locking
   read over a join would lock label and HQE rows too), then an UPDATE of what it locked.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, literal_column, or_, select, text, update
 
-from rdb_worker.allocation import KindKey, PinnedHost
+from rdb_worker.allocation import Candidates, KindKey, PinnedHost
 from schema.tables import (
     afe_acl_groups_hosts,
     afe_host_queue_entries,
@@ -62,6 +63,39 @@ NOW = func.now(6)
 
 
 KIND_QUERIES_PER_STATEMENT = 400
+# Rough costs measured on MariaDB 10.11 here (docs/performance.md): a per-kind query
+# costs about half a millisecond of server time; reading the whole availability (ids,
+# labels, acls) about 20 microseconds per available host. The worker takes the cheaper.
+KIND_QUERY_COST_S = 0.0005
+FULL_READ_COST_PER_HOST_S = 0.00002
+
+
+def count_available(conn: Connection) -> int:
+    """Hosts free to acquire: cheap (the (leased, locked) index) and sizes the read strategy."""
+    return int(conn.execute(select(func.count()).select_from(h).where(ACQUIRABLE)).scalar() or 0)
+
+
+def load_candidates(conn: Connection, label_ids: Collection[int], acl_ids: Collection[int]) -> Candidates:
+    """All acquirable hosts, with only the labels and acls this batch asks about.
+
+    The cheaper read for batches of very many distinct kinds on a modest lab; matching
+    then happens in memory (allocation._matching).
+    """
+    available = set(conn.execute(select(h.c.id).where(ACQUIRABLE)).scalars())
+    candidates = Candidates(available=available)
+    if label_ids:
+        for label_id, host_id in conn.exec_driver_sql(
+            f"SELECT label_id, host_id FROM afe_hosts_labels WHERE label_id IN ({_ids(label_ids)})"
+        ):
+            if host_id in available:
+                candidates.label_hosts.setdefault(label_id, set()).add(host_id)
+    if acl_ids:
+        for acl_id, host_id in conn.exec_driver_sql(
+            f"SELECT aclgroup_id, host_id FROM afe_acl_groups_hosts WHERE aclgroup_id IN ({_ids(acl_ids)})"
+        ):
+            if host_id in available:
+                candidates.acl_hosts.setdefault(acl_id, set()).add(host_id)
+    return candidates
 
 
 def _ids(values: Iterable[int]) -> str:
@@ -139,7 +173,7 @@ def load_pinned(conn: Connection, host_ids: Collection[int]) -> dict[int, Pinned
 
 
 def lease(conn: Connection, host_ids: Collection[int], actor: Actor, *, pinned: bool) -> set[int]:
-    """Compare-and-set lease: returns the subset of ``host_ids`` this call leased.
+    """Lease what is still free of ``host_ids``; returns the subset this call leased.
 
     Pinned (validation) hosts skip the invalid/status checks, as validation does; every
     other host must still be acquirable at the moment its row is locked.
@@ -149,16 +183,18 @@ def lease(conn: Connection, host_ids: Collection[int], actor: Actor, *, pinned: 
     ids = sorted(host_ids)
     batch_id = actor.batch_id
     still_free = and_(h.c.leased == 0, h.c.locked == 0) if pinned else ACQUIRABLE
-    result = conn.execute(
-        update(h)
-        .where(h.c.id.in_(ids), still_free)
-        .values(leased=1, leased_by=batch_id, leased_at=NOW)
+    # Lock what is still free, skipping rows another transaction holds: a worker racing
+    # us for the same hosts costs a re-plan, never a lock wait. Only afe_hosts rows are
+    # locked (no join), and the conditions are re-read under the lock.
+    got = set(
+        conn.execute(select(h.c.id).where(h.c.id.in_(ids), still_free).with_for_update(skip_locked=True)).scalars()
     )
-    if result.rowcount == len(ids):
-        got = set(ids)
-    else:
-        got = set(conn.execute(select(h.c.id).where(h.c.id.in_(ids), h.c.leased_by == batch_id)).scalars())
     if got:
+        result = conn.execute(
+            update(h).where(h.c.id.in_(sorted(got))).values(leased=1, leased_by=batch_id, leased_at=NOW)
+        )
+        if result.rowcount != len(got):
+            raise RuntimeError(f"leased {result.rowcount} of {len(got)} hosts locked for batch {batch_id}")
         # One INSERT ... SELECT, not a row per host from Python: a 2,000-host tick's history
         # costs one statement.
         conn.execute(

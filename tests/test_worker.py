@@ -373,3 +373,13 @@ def test_kinds_sharing_hosts_still_find_every_free_host(lab: Lab, client: RDBCli
     hosts = client.acquire_hosts([wide] + [narrow] * 30)
     assert hosts[0] is not None and hosts[0].id == last
     assert sorted(h.id for h in hosts[1:]) == ids
+
+
+def test_many_distinct_kinds_on_a_small_lab_are_matched_in_memory(lab: Lab, amqp_url: str, queue_name: str, start_worker) -> None:  # type: ignore[no-untyped-def]
+    ids = [lab.host(f"n{i}", ("board:eve", f"unit:{i}"), ("acl",)) for i in range(80)]
+    worker = start_worker()
+    requests = [acq(lab, "board:eve", f"unit:{i}") for i in range(79, 9, -1)]  # 70 distinct kinds
+    with RDBClient(amqp_url, timeout_s=20, queue=queue_name) as c:
+        hosts = c.acquire_hosts(requests)
+    assert [h.id for h in hosts] == [ids[i] for i in range(79, 9, -1)]
+    assert worker.handlers.last_stats["full_reads"] == 1, "one read of the availability, not 70 queries"
