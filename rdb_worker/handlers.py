@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ KIND_SLACK_MIN = 8
 KIND_FETCH_ROUNDS = 6
 # Below this much estimated per-kind query time, don't even count the lab.
 KIND_QUERY_MIN_COST_S = 0.02
+LABEL_SIZE_TTL_S = 300.0
 DEFAULT_RELEASE_GRACE_S = 60.0
 
 
@@ -105,6 +107,8 @@ class Handlers:
     release_grace_s: float = DEFAULT_RELEASE_GRACE_S
     worker_name: str = "rdb-worker"
     last_stats: dict[str, Any] = field(default_factory=dict)
+    _label_size: dict[int, int] = field(default_factory=dict)
+    _label_size_at: dict[int, float] = field(default_factory=dict)
 
     def run(self, conn: Connection, kind: str, batch_id: str, requests: Sequence[Any]) -> list[Any]:
         """Run one decoded batch of ``kind`` in the caller's transaction."""
@@ -115,6 +119,17 @@ class Handlers:
             "release": self.release_hosts,
         }[kind]
         return handler(conn, batch_id, requests)
+
+    def _label_sizes(self, conn: Connection, label_ids: set[int]) -> dict[int, int]:
+        """Hosts per label, cached for LABEL_SIZE_TTL_S: only picks which label drives a
+        kind's read (a stale size makes a read slower, never an answer wrong)."""
+        now = time.monotonic()
+        stale = {d for d in label_ids if now - self._label_size_at.get(d, -1e9) > LABEL_SIZE_TTL_S}
+        if stale:
+            for label, size in queries.label_sizes(conn, stale).items():
+                self._label_size[label] = size
+                self._label_size_at[label] = now
+        return {d: self._label_size.get(d, 0) for d in label_ids}
 
     def _actor(self, batch_id: str) -> queries.Actor:
         return queries.Actor(batch_id=batch_id, worker=self.worker_name)
@@ -196,7 +211,8 @@ class Handlers:
                 candidates = queries.load_candidates(conn, label_ids, acl_ids)
                 return allocation.plan(todo, candidates, pinned, taken=set(taken))
         limits = {kind: n + max(KIND_SLACK_MIN, n // 2) for kind, n in need.items()}
-        lists = queries.load_kind_candidates(conn, limits)
+        sizes = self._label_sizes(conn, {d for deps, _acls, _pref in need for d in deps})
+        lists = queries.load_kind_candidates(conn, limits, sizes)
         for _attempt in range(KIND_FETCH_ROUNDS):
             candidates = allocation.Candidates(
                 kind_lists=lists, truncated={k for k, hosts in lists.items() if len(hosts) >= limits[k]}
@@ -208,7 +224,7 @@ class Handlers:
             stats.refetches += len(exhausted)
             for kind in exhausted:
                 limits[kind] *= 4
-            lists.update(queries.load_kind_candidates(conn, {k: limits[k] for k in exhausted}))
+            lists.update(queries.load_kind_candidates(conn, {k: limits[k] for k in exhausted}, sizes))
         return picks
 
     # --- updates -------------------------------------------------------------------

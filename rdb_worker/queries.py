@@ -104,24 +104,59 @@ def _ids(values: Iterable[int]) -> str:
     return ",".join(str(int(v)) for v in sorted(values))
 
 
-def _kind_select(index: int, kind: KindKey, limit: int) -> str:
+def _kind_select(index: int, kind: KindKey, limit: int, drive_label: int | None) -> str:
+    """One kind's ranked candidates, written so MariaDB walks the driving label's index
+    (label_id, host_id) in host order and stops at the LIMIT, probing every other
+    condition by unique key. Left to itself the optimizer materialised the acl
+    semi-join, a scan of most of the lab per query."""
     deps, acls, preferred = kind
-    where = [
-        "h.leased = 0", "h.locked = 0", "h.invalid = 0", "(h.status IS NULL OR h.status = 'Ready')",
-        f"h.id IN (SELECT host_id FROM afe_acl_groups_hosts WHERE aclgroup_id IN ({_ids(acls)}))",
-    ]
-    where += [f"h.id IN (SELECT host_id FROM afe_hosts_labels WHERE label_id = {int(d)})" for d in sorted(deps)]
+    acquirable = "h.leased = 0 AND h.locked = 0 AND h.invalid = 0 AND (h.status IS NULL OR h.status = 'Ready')"
     score = (
         f"(SELECT COUNT(*) FROM afe_hosts_labels p WHERE p.host_id = h.id AND p.label_id IN ({_ids(preferred)}))"
         if preferred else "0"
     )
+    if drive_label is None:
+        source = "afe_acl_groups_hosts a STRAIGHT_JOIN afe_hosts h ON h.id = a.host_id"
+        where = f"a.aclgroup_id IN ({_ids(acls)})"
+        key = "a.host_id"
+    else:
+        joins = ["afe_hosts_labels hl STRAIGHT_JOIN afe_hosts h ON h.id = hl.host_id"]
+        joins += [
+            f"STRAIGHT_JOIN afe_hosts_labels d{n} ON d{n}.host_id = hl.host_id AND d{n}.label_id = {int(d)}"
+            for n, d in enumerate(sorted(deps - {drive_label}))
+        ]
+        joins.append(f"STRAIGHT_JOIN afe_acl_groups_hosts a ON a.host_id = hl.host_id AND a.aclgroup_id IN ({_ids(acls)})")
+        source = " ".join(joins)
+        where = f"hl.label_id = {int(drive_label)}"
+        key = "hl.host_id"
     return (
-        f"(SELECT {index} AS k, h.id AS id, {score} AS score FROM afe_hosts h WHERE {' AND '.join(where)} "
-        f"ORDER BY score DESC, h.id LIMIT {int(limit)})"
+        f"(SELECT {index} AS k, {key} AS id, {score} AS score FROM {source} WHERE {where} AND {acquirable} "
+        f"GROUP BY {key} ORDER BY score DESC, {key} LIMIT {int(limit)})"
     )
 
 
-def load_kind_candidates(conn: Connection, limits: Mapping[KindKey, int]) -> dict[KindKey, list[int]]:
+def _rarest(deps: frozenset[int], label_size: Mapping[int, int] | None) -> int | None:
+    if not deps:
+        return None
+    sizes = label_size or {}
+    return min(deps, key=lambda d: (sizes.get(d, 0), d))
+
+
+def label_sizes(conn: Connection, label_ids: Collection[int]) -> dict[int, int]:
+    """Hosts per label (index-only count): picks each kind's rarest label to drive its read."""
+    if not label_ids:
+        return {}
+    rows = conn.exec_driver_sql(
+        f"SELECT label_id, COUNT(*) FROM afe_hosts_labels WHERE label_id IN ({_ids(label_ids)}) GROUP BY label_id"
+    )
+    sizes = dict.fromkeys(label_ids, 0)
+    sizes.update({int(label): int(n) for label, n in rows})
+    return sizes
+
+
+def load_kind_candidates(
+    conn: Connection, limits: Mapping[KindKey, int], label_size: Mapping[int, int] | None = None
+) -> dict[KindKey, list[int]]:
     """For each request kind, its first ``limit`` acquirable matching hosts, ranked.
 
     Rows read grow with what the batch asks for, not with the lab: a tick over 100,000
@@ -132,7 +167,9 @@ def load_kind_candidates(conn: Connection, limits: Mapping[KindKey, int]) -> dic
     out: dict[KindKey, list[int]] = {k: [] for k in limits}
     for start in range(0, len(kinds), KIND_QUERIES_PER_STATEMENT):
         chunk = kinds[start:start + KIND_QUERIES_PER_STATEMENT]
-        sql = " UNION ALL ".join(_kind_select(i, kind, n) for i, (kind, n) in enumerate(chunk))
+        sql = " UNION ALL ".join(
+            _kind_select(i, kind, n, _rarest(kind[0], label_size)) for i, (kind, n) in enumerate(chunk)
+        )
         scored: dict[int, list[tuple[int, int]]] = {}
         for index, host_id, score in conn.exec_driver_sql(sql):
             scored.setdefault(index, []).append((-int(score), host_id))
@@ -186,8 +223,15 @@ def lease(conn: Connection, host_ids: Collection[int], actor: Actor, *, pinned: 
     # Lock what is still free, skipping rows another transaction holds: a worker racing
     # us for the same hosts costs a re-plan, never a lock wait. Only afe_hosts rows are
     # locked (no join), and the conditions are re-read under the lock.
+    # FORCE INDEX: left alone, MariaDB reads the (leased, locked) index, i.e. every free
+    # host of the lab, to find the few hundred named by id.
     got = set(
-        conn.execute(select(h.c.id).where(h.c.id.in_(ids), still_free).with_for_update(skip_locked=True)).scalars()
+        conn.execute(
+            select(h.c.id)
+            .with_hint(h, "FORCE INDEX (PRIMARY)", "mysql")
+            .where(h.c.id.in_(ids), still_free)
+            .with_for_update(skip_locked=True)
+        ).scalars()
     )
     if got:
         result = conn.execute(

@@ -113,7 +113,8 @@ def table(results: dict[str, Any]) -> str:
                 lines.append(
                     f"    CPU s of {cpu['capacity']:.1f} available: busy {cpu['busy']:.1f} = workers "
                     f"{cpu['workers']:.1f} + publishers {cpu['publishers']:.1f} + broker, database and rest "
-                    f"{cpu['broker_db_and_rest']:.1f}"
+                    f"{cpu['broker_db_and_rest']:.1f} (of which broker {cpu.get('broker', 0):.1f}, "
+                    f"database {cpu.get('database', 0):.1f})"
                 )
     mem = (results.get("memory") or {}).get("worker_peak_rss_mb") or {}
     if mem:

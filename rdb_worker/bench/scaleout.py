@@ -111,10 +111,12 @@ def run_scale_out(lab: BenchLab, amqp_url: str, queue: str, log_dir: Any, *, wor
             if message != "ready":
                 raise RuntimeError(str(message))
         machine0, workers0 = _machine_cpu_s(), [_proc_cpu_s(p.pid) for p in procs]
+        servers0 = _named_cpu_s()
         start_at = time.time()
         go.set()
         results = [out.get(timeout=duration_s + 300) for _ in children]
         machine1, workers1 = _machine_cpu_s(), [_proc_cpu_s(p.pid) for p in procs]
+        servers1 = _named_cpu_s()
         failed = [r for r in results if isinstance(r, str)]
         if failed:
             raise RuntimeError(failed[0])
@@ -136,6 +138,8 @@ def run_scale_out(lab: BenchLab, amqp_url: str, queue: str, log_dir: Any, *, wor
         "workers": round(workers_cpu, 2),
         "publishers": round(publishers_cpu, 2),
         "broker_db_and_rest": round(busy - workers_cpu - publishers_cpu, 2),
+        "broker": round(servers1["broker"] - servers0["broker"], 2),
+        "database": round(servers1["database"] - servers0["database"], 2),
     }
     return ScaleOutResult(
         workers=workers, publishers=publishers, batch=batch, duration_s=elapsed, requests=answered,
@@ -152,6 +156,24 @@ def _proc_cpu_s(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+SERVER_COMMS = {"beam.smp": "broker", "mariadbd": "database", "mysqld": "database"}
+
+
+def _named_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by the broker (Erlang VM) and database processes."""
+    totals = {"broker": 0.0, "database": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.find("(") + 1:text.rfind(")")]
+        role = SERVER_COMMS.get(comm)
+        if role:
+            totals[role] += _proc_cpu_s(int(stat.parent.name))
+    return totals
 
 
 def _machine_cpu_s() -> tuple[float, float]:
