@@ -25,9 +25,14 @@ if ((${#need_apt[@]})); then
   [ "$made_policy" -eq 0 ] || $sudo_cmd rm -f /usr/sbin/policy-rc.d
 fi
 
-# Checked from / so the checkout itself on sys.path can't pass for an installed package.
-if ! command -v rdb-worker >/dev/null 2>&1 \
-   || ! (cd / && python3 -c "import rdb_worker, pika, sqlalchemy, alembic, testcontainers, tqdm") >/dev/null 2>&1 \
+# Checked from / so the checkout itself on sys.path can't pass for an installed package,
+# and the installed package must be this checkout (an older clone's editable install
+# would otherwise serve the console scripts).
+here="$PWD"
+installed=$(cd / && python3 -c "import os, rdb_worker, pika, sqlalchemy, alembic, testcontainers, tqdm, \
+prometheus_client, yaml, msgpack; print(os.path.dirname(os.path.dirname(os.path.realpath(rdb_worker.__file__))))" \
+  2>/dev/null || true)
+if ! command -v rdb-worker >/dev/null 2>&1 || [ "$installed" != "$(realpath "$here")" ] \
    || [ "${RDB_FORCE_PIP:-0}" = 1 ]; then
   echo "==> pip install -e .[test]"
   python3 -m pip install -q --disable-pip-version-check -e '.[test]'
