@@ -14,7 +14,9 @@ from sqlalchemy import create_engine, inspect, text
 from schema import migrate
 from schema.tables import metadata
 
-AUTOTEST_DUMP = Path(__file__).resolve().parents[2] / "shared" / "compat" / "autotest-schema-068.sql"
+# A real autotest_web schema dump (MySQL 5.5, migrate_info 68), kept with the tests so they
+# don't depend on where the checkout sits.
+AUTOTEST_DUMP = Path(__file__).resolve().parent / "data" / "autotest-schema-068.sql"
 
 
 def _diff(url: str) -> list:
