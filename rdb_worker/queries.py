@@ -359,8 +359,16 @@ def release(conn: Connection, grace_s: float, actor: Actor) -> list[int]:
     )
     free_ids = sorted(set(locked_ids) - busy)
     if free_ids:
+        # History first, in one INSERT ... SELECT (a lab's first release frees every host).
+        conn.execute(
+            text(
+                "INSERT INTO rdb_host_history (host_id, action, field, old_value, new_value, batch_id, worker, "
+                "created_at) SELECT id, 'release', 'leased_by', leased_by, NULL, :batch, :worker, NOW(6) "
+                f"FROM afe_hosts WHERE id IN ({_ids(free_ids)})"
+            ),
+            {"worker": actor.worker, "batch": actor.batch_id},
+        )
         conn.execute(update(h).where(h.c.id.in_(free_ids)).values(leased=0, leased_by=None, leased_at=None))
-        record_history(conn, actor, "release", ((i, "leased_by", holders[i], None) for i in free_ids))
     return free_ids
 
 
