@@ -42,8 +42,6 @@ KIND_FETCH_ROUNDS = 6
 # Below this much estimated per-kind query time, don't even count the lab.
 KIND_QUERY_MIN_COST_S = 0.02
 LABEL_SIZE_TTL_S = 300.0
-KIND_CURSOR_TTL_S = 5.0
-KIND_CURSOR_MAX = 10_000
 DEFAULT_RELEASE_GRACE_S = 60.0
 
 
@@ -111,7 +109,6 @@ class Handlers:
     last_stats: dict[str, Any] = field(default_factory=dict)
     _label_size: dict[int, int] = field(default_factory=dict)
     _label_size_at: dict[int, float] = field(default_factory=dict)
-    _cursor: dict[allocation.KindKey, tuple[int, float]] = field(default_factory=dict)
 
     def run(self, conn: Connection, kind: str, batch_id: str, requests: Sequence[Any]) -> list[Any]:
         """Run one decoded batch of ``kind`` in the caller's transaction."""
@@ -215,60 +212,20 @@ class Handlers:
                 return allocation.plan(todo, candidates, pinned, taken=set(taken))
         limits = {kind: n + max(KIND_SLACK_MIN, n // 2) for kind, n in need.items()}
         sizes = self._label_sizes(conn, {d for deps, _acls, _pref in need for d in deps})
-        cursors = self._kind_cursors(need)
-        lists = queries.load_kind_candidates(conn, limits, sizes, cursors)
+        lists = queries.load_kind_candidates(conn, limits, sizes)
         for _attempt in range(KIND_FETCH_ROUNDS):
             candidates = allocation.Candidates(
-                kind_lists=lists,
-                # A list read from a cursor may miss hosts freed below it: treat it as
-                # truncated, so running out of it means "read again from the start".
-                truncated={k for k, hosts in lists.items() if len(hosts) >= limits[k] or k in cursors},
+                kind_lists=lists, truncated={k for k, hosts in lists.items() if len(hosts) >= limits[k]}
             )
             exhausted: set[allocation.KindKey] = set()
             picks = allocation.plan(todo, candidates, pinned, taken=set(taken), exhausted=exhausted)
             if not exhausted:
-                break
+                return picks
             stats.refetches += len(exhausted)
             for kind in exhausted:
-                if kind in cursors:
-                    del cursors[kind]  # first, the same limit without the cursor
-                else:
-                    limits[kind] *= 4
-            lists.update(queries.load_kind_candidates(conn, {k: limits[k] for k in exhausted}, sizes, cursors))
-        self._remember_cursors(lists, cursors)
+                limits[kind] *= 4
+            lists.update(queries.load_kind_candidates(conn, {k: limits[k] for k in exhausted}, sizes))
         return picks
-
-    def _kind_cursors(self, need: Counter[allocation.KindKey]) -> dict[allocation.KindKey, int]:
-        """Where each kind's read may start: below it, the last read found nothing free.
-
-        Without it, a kind's read walks its label from the lowest id and skips every host
-        leased so far: under steady load that prefix, not the batch, dominates the
-        database's work. Hosts freed below a cursor (a release, an unlock) are seen again
-        when it expires (KIND_CURSOR_TTL_S), or at once if a batch runs out: "lowest id
-        first" may lag that long, which host is free never does. Kinds that rank by
-        preferred labels get no cursor (their order is not by id).
-        """
-        now = time.monotonic()
-        cursors = {}
-        for kind in need:
-            entry = self._cursor.get(kind)
-            if not kind[2] and entry is not None and now - entry[1] < KIND_CURSOR_TTL_S:
-                cursors[kind] = entry[0]
-        return cursors
-
-    def _remember_cursors(
-        self, lists: dict[allocation.KindKey, list[int]], cursors: dict[allocation.KindKey, int]
-    ) -> None:
-        now = time.monotonic()
-        for kind, hosts in lists.items():
-            if kind[2] or not hosts:
-                continue
-            entry = self._cursor.get(kind)
-            # A cursor ages from the last read that started at the lowest id.
-            since = entry[1] if kind in cursors and entry is not None else now
-            self._cursor[kind] = (hosts[0], since)
-        if len(self._cursor) > KIND_CURSOR_MAX:
-            self._cursor.clear()
 
     # --- updates -------------------------------------------------------------------
     def _validate_update(self, request: Any, existing: set[int]) -> RDBException | None:

@@ -104,7 +104,7 @@ def _ids(values: Iterable[int]) -> str:
     return ",".join(str(int(v)) for v in sorted(values))
 
 
-def _kind_select(index: int, kind: KindKey, limit: int, drive_label: int | None, from_id: int = 0) -> str:
+def _kind_select(index: int, kind: KindKey, limit: int, drive_label: int | None) -> str:
     """One kind's ranked candidates, written so MariaDB walks the driving label's index
     (label_id, host_id) in host order and stops at the LIMIT, probing every other
     condition by unique key. Left to itself the optimizer materialised the acl
@@ -129,8 +129,6 @@ def _kind_select(index: int, kind: KindKey, limit: int, drive_label: int | None,
         source = " ".join(joins)
         where = f"hl.label_id = {int(drive_label)}"
         key = "hl.host_id"
-    if from_id:
-        where += f" AND {key} >= {int(from_id)}"
     return (
         f"(SELECT {index} AS k, {key} AS id, {score} AS score FROM {source} WHERE {where} AND {acquirable} "
         f"GROUP BY {key} ORDER BY score DESC, {key} LIMIT {int(limit)})"
@@ -157,26 +155,20 @@ def label_sizes(conn: Connection, label_ids: Collection[int]) -> dict[int, int]:
 
 
 def load_kind_candidates(
-    conn: Connection,
-    limits: Mapping[KindKey, int],
-    label_size: Mapping[int, int] | None = None,
-    from_ids: Mapping[KindKey, int] | None = None,
+    conn: Connection, limits: Mapping[KindKey, int], label_size: Mapping[int, int] | None = None
 ) -> dict[KindKey, list[int]]:
     """For each request kind, its first ``limit`` acquirable matching hosts, ranked.
 
     Rows read grow with what the batch asks for, not with the lab: a tick over 100,000
     hosts reads about as much as one over 1,000. The acquirability conditions here are
-    an optimisation only: ``lease`` re-checks them under the row lock. ``from_ids`` starts a
-    kind's read at a host id (see Handlers._kind_cursor).
+    an optimisation only: ``lease`` re-checks them under the row lock.
     """
-    from_ids = from_ids or {}
     kinds = [(k, n) for k, n in limits.items() if k[1] and n > 0]  # no acls: matches nothing
     out: dict[KindKey, list[int]] = {k: [] for k in limits}
     for start in range(0, len(kinds), KIND_QUERIES_PER_STATEMENT):
         chunk = kinds[start:start + KIND_QUERIES_PER_STATEMENT]
         sql = " UNION ALL ".join(
-            _kind_select(i, kind, n, _rarest(kind[0], label_size), from_ids.get(kind, 0))
-            for i, (kind, n) in enumerate(chunk)
+            _kind_select(i, kind, n, _rarest(kind[0], label_size)) for i, (kind, n) in enumerate(chunk)
         )
         scored: dict[int, list[tuple[int, int]]] = {}
         for index, host_id, score in conn.exec_driver_sql(sql):
