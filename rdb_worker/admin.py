@@ -1,6 +1,7 @@
 """rdb-admin: the operator's view of the lab and the rdb's decisions.
 
     rdb-admin hosts                       counts by board/pool: ready, leased, locked, invalid
+    rdb-admin hosts --label a,b           every host carrying the labels, with its state and holder
     rdb-admin show HOST                   one host: state, holder, labels, acls
     rdb-admin explain --deps a,b --acls x | --job J | --hqe H
     rdb-admin history HOST | --job J      every lease, release and update, newest last
@@ -87,7 +88,9 @@ def _split(value: str | None) -> list[str]:
 
 
 # --- commands -------------------------------------------------------------------------
-def cmd_hosts(engine: Engine, _args: argparse.Namespace) -> int:
+def cmd_hosts(engine: Engine, args: argparse.Namespace) -> int:
+    if args.label:
+        return _hosts_with_labels(engine, _split(args.label))
     with engine.connect() as conn:
         rows = conn.execute(select(h.c.id, h.c.status, h.c.leased, h.c.locked, h.c.invalid)).all()
         labels: dict[int, dict[str, str]] = {}
@@ -118,6 +121,23 @@ def cmd_hosts(engine: Engine, _args: argparse.Namespace) -> int:
     statuses = Counter(r.status for r in rows)
     print()
     print(format_table(("status", "hosts"), sorted(((s or "NULL"), n) for s, n in statuses.items())))
+    return 0
+
+
+def _hosts_with_labels(engine: Engine, names: list[str]) -> int:
+    """Every host carrying all the labels, with the state that decides whether it is free."""
+    with engine.connect() as conn:
+        label_ids = resolve_labels(conn, names)
+        query = select(h.c.id, h.c.hostname, h.c.status, h.c.locked, h.c.invalid, h.c.leased, h.c.leased_by,
+                       h.c.lock_reason)
+        for label_id in label_ids:
+            query = query.where(h.c.id.in_(select(afe_hosts_labels.c.host_id).where(
+                afe_hosts_labels.c.label_id == label_id)))
+        rows = conn.execute(query.order_by(h.c.id)).all()
+    print(format_table(("host", "hostname", "status", "locked", "invalid", "leased", "leased_by", "lock_reason"),
+                       [(r.id, r.hostname, r.status, "yes" if r.locked else "no", "yes" if r.invalid else "no",
+                         "yes" if r.leased else "no", r.leased_by, r.lock_reason) for r in rows]))
+    print(f"\n{len(rows)} host(s) carry {', '.join(names)}")
     return 0
 
 
@@ -277,7 +297,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rdb-admin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db-url", default=os.environ.get("RDB_DB_URL"), help="SQLAlchemy URL (default: $RDB_DB_URL)")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("hosts", help="state of the lab: counts by board and pool")
+    hs = sub.add_parser("hosts", help="state of the lab: counts by board and pool; or the hosts with labels")
+    hs.add_argument("--label", help="comma-separated label names: list every host carrying all of them")
     s = sub.add_parser("show", help="one host")
     s.add_argument("host", help="hostname or id")
     e = sub.add_parser("explain", help="how many hosts survive each condition of a request")

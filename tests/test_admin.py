@@ -134,3 +134,11 @@ def test_set_status_is_recorded(lab: Lab, db_url: str, capsys) -> None:  # type:
     assert run(db_url, capsys, "set-status", "repair", "Ready")[0] == 0
     code, out, _ = run(db_url, capsys, "history", "repair")
     assert code == 0 and "Repairing" in out and "Ready" in out
+
+
+def test_hosts_with_labels_lists_each_host_and_its_holder(lab: Lab, db_url: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run(db_url, capsys, "hosts", "--label", "board:eve,pool:cq")
+    assert code == 0
+    assert "otherpool" in out and "ok0" not in out and "1 host(s)" in out
+    code, _, err = run(db_url, capsys, "hosts", "--label", "pool:nope")
+    assert code == 2 and "pool:nope" in err
