@@ -198,7 +198,7 @@ def test_worker_records_by_default_with_the_stream_arguments_of_the_file() -> No
 
 def test_definitions_users_have_placeholder_hashes_rabbitmq_accepts() -> None:
     users = {u["name"]: u for u in definitions()["users"]}
-    assert set(users) == {"rdb-scheduler", "rdb-worker", "rdb-monitor"}
+    assert set(users) == {"rdb-scheduler", "rdb-worker", "rdb-monitor", "rdb-replay"}
     for user in users.values():
         assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
         assert "PLACEHOLDER" in user["password_hash"]
@@ -239,6 +239,14 @@ def test_worker_permissions_are_the_least_the_worker_needs() -> None:
     # basic_consume of X; queue.bind needs read on the source exchanges; a queue with a
     # DLX needs read on itself.
     assert _allowed(perm["read"]) == {NAMES.queue, NAMES.exchange, NAMES.dead_letter_exchange}
+
+
+def test_replay_permissions_read_the_record_and_publish_like_a_scheduler() -> None:
+    perm = permissions("rdb-replay")
+    # show/dry-run: consume the record stream; publish: what a scheduler's client does.
+    assert _allowed(perm["configure"]) == {NAMES.exchange, "amq.gen-AbC123_x"}
+    assert _allowed(perm["write"]) == {NAMES.exchange}
+    assert _allowed(perm["read"]) == {NAMES.record_stream, "amq.gen-AbC123_x"}
 
 
 def test_monitor_user_has_no_permissions() -> None:
@@ -337,6 +345,7 @@ COMPOSE_PASSWORDS = {
     "RDB_WORKER_AMQP_PASSWORD": "worker-pw-2",
     "RDB_MONITOR_AMQP_PASSWORD": "monitor-pw-3",
     "RDB_ADMIN_AMQP_PASSWORD": "admin-pw-4",
+    "RDB_REPLAY_AMQP_PASSWORD": "replay-pw-5",
 }
 
 
@@ -344,7 +353,8 @@ def test_compose_renders_rabbitmq_password_hashes(tmp_path: Path) -> None:
     rendered = json.loads(_render_compose_definitions(tmp_path, COMPOSE_PASSWORDS).read_text())
     users = {u["name"]: u for u in rendered["users"]}
     for name, env in [("rdb-scheduler", "RDB_SCHEDULER_AMQP_PASSWORD"), ("rdb-worker", "RDB_WORKER_AMQP_PASSWORD"),
-                      ("rdb-monitor", "RDB_MONITOR_AMQP_PASSWORD"), ("rdb-admin", "RDB_ADMIN_AMQP_PASSWORD")]:
+                      ("rdb-monitor", "RDB_MONITOR_AMQP_PASSWORD"), ("rdb-admin", "RDB_ADMIN_AMQP_PASSWORD"),
+                      ("rdb-replay", "RDB_REPLAY_AMQP_PASSWORD")]:
         raw = base64.b64decode(users[name]["password_hash"])
         salt, digest = raw[:4], raw[4:]
         assert hashlib.sha256(salt + COMPOSE_PASSWORDS[env].encode()).digest() == digest
@@ -493,7 +503,7 @@ def test_definitions_on_a_real_broker(rabbit: Any, db_url: str, tmp_path: Path) 
 
     # Placeholders are not passwords anyone knows; the operator sets real ones.
     passwords = {"rdb-scheduler": "s-" + uuid.uuid4().hex, "rdb-worker": "w-" + uuid.uuid4().hex,
-                 "rdb-monitor": "m-" + uuid.uuid4().hex}
+                 "rdb-monitor": "m-" + uuid.uuid4().hex, "rdb-replay": "r-" + uuid.uuid4().hex}
     for user, password in passwords.items():
         rabbit.ctl("change_password", user, password)
     scheduler = _url(rabbit, "rdb-scheduler", passwords["rdb-scheduler"])
@@ -520,6 +530,12 @@ def test_definitions_on_a_real_broker(rabbit: Any, db_url: str, tmp_path: Path) 
                                                         arguments=transport.queue_arguments(NAMES, 5)))
         _refused(scheduler, lambda ch: ch.basic_publish("", QUEUE, b"x"))
         _refused(scheduler, lambda ch: ch.basic_consume(NAMES.record_stream, lambda *a: None))
+        # rdb-replay reads the record stream (the batches above were recorded), and only that.
+        from rdb_worker.replay import main as replay_main
+
+        replay_url = _url(rabbit, "rdb-replay", passwords["rdb-replay"])
+        assert replay_main(["show", "--amqp-url", replay_url, "--queue", QUEUE, "--json"]) == 0
+        _refused(replay_url, lambda ch: ch.basic_consume(QUEUE, lambda *a: None))
         # The worker may not publish batches, the monitor may do nothing.
         _refused(worker_url, lambda ch: ch.basic_publish(NAMES.exchange, QUEUE, b"x"))
         _refused(monitor, lambda ch: ch.basic_get(QUEUE))
