@@ -7,6 +7,7 @@ nodes, so batches published with confirms survive the loss of one.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -84,3 +85,4 @@ def test_cluster_node_loss_under_load_loses_no_batch_and_leases_once(engine, db_
                 node.destroy()
             except Exception:  # noqa: BLE001 - best effort teardown of a stopped node
                 pass
+        shutil.rmtree(base, ignore_errors=True)

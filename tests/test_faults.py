@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
 import threading
 import time
@@ -291,6 +292,7 @@ def test_broker_restart_workers_and_clients_reconnect(engine, db_url: str, tmp_p
     finally:
         worker.stop()
         broker.destroy()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_database_outage_gives_error_replies_then_recovers(amqp_url: str, queue_name: str) -> None:
@@ -321,6 +323,7 @@ def test_database_outage_gives_error_replies_then_recovers(amqp_url: str, queue_
         worker.stop()
         engine.dispose()
         db.destroy()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_timed_out_acquisition_leaves_no_lease_beyond_one_release_cycle(
