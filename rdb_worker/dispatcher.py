@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from rdb_client import protocol
-from rdb_client.exceptions import BatchError, DatabaseUnavailableError, RDBException, WorkerError
+from rdb_client.exceptions import BatchError, RDBException, WorkerError
 from rdb_worker import failpoints, queries
 from rdb_worker.db import run_transaction
 from rdb_worker.handlers import Handlers
@@ -45,12 +45,13 @@ class Dispatcher:
         handlers: Handlers | None = None,
         *,
         max_requests: int = protocol.DEFAULT_MAX_REQUESTS,
-        worker_name: str = "rdb-worker",
+        worker_name: str | None = None,
     ) -> None:
         self.engine = engine
         self.handlers = handlers or Handlers()
         self.max_requests = max_requests
-        self.worker_name = worker_name
+        if worker_name is not None:
+            self.handlers.worker_name = worker_name
 
     def handle(self, body: bytes, fallback_batch_id: str | None = None) -> tuple[bytes, Outcome]:
         """Answer one message body; ``fallback_batch_id`` (the message's correlation id)
@@ -82,7 +83,7 @@ class Dispatcher:
     def run(self, batch: protocol.Batch, outcome: Outcome) -> bytes:
         """Run a decoded batch in one transaction (retried on deadlocks); return the reply."""
         if not batch.requests:
-            return protocol.encode_reply(batch.batch_id, results=[], meta={"worker": self.worker_name})
+            return protocol.encode_reply(batch.batch_id, results=[], meta={"worker": self.handlers.worker_name})
         writes = batch.kind != "get"
 
         def work(conn: Connection) -> bytes:
@@ -94,7 +95,7 @@ class Dispatcher:
             results = self.handlers.run(conn, batch.kind, batch.batch_id, batch.requests)
             outcome.stats = dict(self.handlers.last_stats)
             reply = protocol.encode_reply(
-                batch.batch_id, results=results, meta={"worker": self.worker_name, **outcome.stats}
+                batch.batch_id, results=results, meta={"worker": self.handlers.worker_name, **outcome.stats}
             )
             if writes:
                 queries.store_reply(conn, batch.batch_id, batch.kind, reply)
@@ -107,5 +108,3 @@ class Dispatcher:
 
         return run_transaction(self.engine, work, on_retry=count_retry)
 
-
-__all__ = ["Dispatcher", "Outcome", "DatabaseUnavailableError"]

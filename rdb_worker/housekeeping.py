@@ -62,10 +62,10 @@ class Housekeeper:
                     self.engine, lambda conn: queries.release(conn, self.release_grace_s, actor)
                 )
                 pruned = run_transaction(
-                    self.engine, lambda conn: queries.prune_replies(conn, self.reply_retention_s, PRUNE_BATCH_ROWS)
+                    self.engine, lambda conn: queries.prune(conn, "rdb_batches", self.reply_retention_s, PRUNE_BATCH_ROWS)
                 )
                 pruned += run_transaction(
-                    self.engine, lambda conn: queries.prune_history(conn, self.history_retention_s, PRUNE_BATCH_ROWS)
+                    self.engine, lambda conn: queries.prune(conn, "rdb_host_history", self.history_retention_s, PRUNE_BATCH_ROWS)
                 )
             finally:
                 lock_conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": self.lock_name})

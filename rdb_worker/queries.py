@@ -49,14 +49,12 @@ def record_history(
 ) -> None:
     """Append (host_id, field, old, new) rows in the caller's transaction."""
     rows = [
-        {
-            "host_id": host_id, "action": action, "field": field, "old_value": _text(old),
-            "new_value": _text(new), "batch_id": actor.batch_id, "worker": actor.worker, "created_at": NOW,
-        }
+        {"host_id": host_id, "action": action, "field": field, "old_value": _text(old), "new_value": _text(new),
+         "batch_id": actor.batch_id, "worker": actor.worker}
         for host_id, field, old, new in changes
     ]
     if rows:
-        conn.execute(rdb_host_history.insert().values(created_at=NOW), [{k: v for k, v in r.items() if k != "created_at"} for r in rows])
+        conn.execute(rdb_host_history.insert().values(created_at=NOW), rows)
 READY = or_(h.c.status.is_(None), h.c.status == "Ready")
 ACQUIRABLE = and_(h.c.leased == 0, h.c.locked == 0, h.c.invalid == 0, READY)
 NOW = func.now(6)
@@ -372,15 +370,6 @@ def release(conn: Connection, grace_s: float, actor: Actor) -> list[int]:
     return free_ids
 
 
-def prune_history(conn: Connection, retention_s: float, limit: int = 10_000) -> int:
-    """Delete at most ``limit`` history rows older than the retention."""
-    result = conn.execute(
-        text("DELETE FROM rdb_host_history WHERE created_at < NOW(6) - INTERVAL :retention_s SECOND LIMIT :limit"),
-        {"retention_s": int(retention_s), "limit": limit},
-    )
-    return result.rowcount
-
-
 def stored_reply(conn: Connection, batch_id: str) -> bytes | None:
     return conn.execute(select(rdb_batches.c.reply).where(rdb_batches.c.batch_id == batch_id)).scalar()
 
@@ -389,10 +378,16 @@ def store_reply(conn: Connection, batch_id: str, kind: str, reply: bytes) -> Non
     conn.execute(rdb_batches.insert().values(batch_id=batch_id, kind=kind, reply=reply, created_at=NOW))
 
 
-def prune_replies(conn: Connection, retention_s: float, limit: int = 10_000) -> int:
-    """Delete at most ``limit`` stored replies older than the retention: bounded work per cycle."""
+PRUNABLE_TABLES = frozenset({"rdb_batches", "rdb_host_history"})
+
+
+def prune(conn: Connection, table: str, retention_s: float, limit: int = 10_000) -> int:
+    """Delete at most ``limit`` rows of one of the rdb's own tables older than the
+    retention: bounded work per release cycle, however far behind pruning is."""
+    if table not in PRUNABLE_TABLES:
+        raise ValueError(f"not a prunable table: {table!r}")
     result = conn.execute(
-        text("DELETE FROM rdb_batches WHERE created_at < NOW(6) - INTERVAL :retention_s SECOND LIMIT :limit"),
+        text(f"DELETE FROM {table} WHERE created_at < NOW(6) - INTERVAL :retention_s SECOND LIMIT :limit"),
         {"retention_s": int(retention_s), "limit": limit},
     )
     return result.rowcount

@@ -20,7 +20,7 @@ from http.server import ThreadingHTTPServer
 from sqlalchemy import Engine
 
 from rdb_client import protocol
-from rdb_client.exceptions import BatchExpiredError, RDBException, TransportError
+from rdb_client.exceptions import BatchExpiredError, TransportError
 from rdb_client.transport import mask_url
 from rdb_client.protocol import DEFAULT_MAX_REQUESTS, DEFAULT_QUEUE, BrokerNames
 from rdb_worker import failpoints, recording
@@ -100,7 +100,7 @@ class Worker:
             record_arguments=recording.stream_arguments(record_max_age, record_max_bytes) if record else None,
         )
         self.history_retention_s = history_retention_s
-        self.handlers = Handlers(release_grace_s=release_grace_s)
+        self.handlers = Handlers(release_grace_s=release_grace_s, worker_name=self.name)
         self.max_requests = max_requests
         self.release_interval_s = release_interval_s
         self.reply_retention_s = reply_retention_s
@@ -163,8 +163,7 @@ class Worker:
             engine.dispose()
             raise
         self._engine, self._revision = engine, revision
-        self.handlers.worker_name = self.name
-        dispatcher = Dispatcher(engine, self.handlers, max_requests=self.max_requests, worker_name=self.name)
+        dispatcher = Dispatcher(engine, self.handlers, max_requests=self.max_requests)
         batch_thread = threading.Thread(
             target=self._batch_loop, args=(dispatcher,), name=f"rdb-worker-db-{self.name}", daemon=True
         )
@@ -334,5 +333,3 @@ class Worker:
         m.unsatisfied.inc(outcome.stats.get("unsatisfied", 0))
         m.hosts_released.inc(outcome.stats.get("released", 0))
 
-
-__all__ = ["Worker", "RDBException"]
